@@ -1,0 +1,5 @@
+import sys
+
+from drumdiff.cli import main
+
+sys.exit(main())

@@ -1,0 +1,106 @@
+"""Typed configuration: one frozen dataclass per concern, one source of defaults, JSON presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild the network and to know what audio it makes.
+
+    The defaults are the original tiny-audio-diffusion layout (`seed` preset, 31,574,724 parameters).
+    """
+
+    channels: tuple[int, ...] = (32, 32, 64, 64, 128, 128, 256, 256)
+    factors: tuple[int, ...] = (1, 2, 2, 2, 2, 2, 2, 2)
+    items: tuple[int, ...] = (2, 2, 2, 2, 2, 2, 4, 4)
+    attentions: tuple[int, ...] = (0, 0, 0, 0, 0, 1, 1, 1)
+    attention_heads: int = 8
+    attention_features: int = 64
+    resnet_groups: int = 8
+    modulation_features: int = 1024
+    audio_channels: int = 2
+    sample_rate: int = 44100
+    length: int = 32768
+    num_classes: int = 0  # 0: unconditional; else class ids 0..num_classes-1, and id num_classes is "null"
+
+    def __post_init__(self) -> None:
+        levels = len(self.channels)
+        for name in ("factors", "items", "attentions"):
+            if len(getattr(self, name)) != levels:
+                raise ValueError(
+                    f"ModelConfig.{name} has {len(getattr(self, name))} entries, channels has {levels}"
+                )
+        if self.length % self.downsampling != 0:
+            raise ValueError(
+                f"length {self.length} is not a multiple of the total downsampling {self.downsampling}"
+            )
+        if self.num_classes < 0:
+            raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+
+    @property
+    def downsampling(self) -> int:
+        """Product of all level factors: the length must be a multiple of it."""
+        total = 1
+        for factor in self.factors:
+            total *= factor
+        return total
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped inside the package."""
+    folder = resources.files("drumdiff") / "presets"
+    return sorted(p.name[: -len(".json")] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def load_preset(name_or_path: str) -> ModelConfig:
+    """A shipped preset by name (`seed`, `small`, `tiny`) or a JSON file of ModelConfig fields."""
+    path = Path(name_or_path)
+    if path.suffix == ".json" and path.is_file():
+        text = path.read_text()
+    else:
+        resource = resources.files("drumdiff") / "presets" / f"{name_or_path}.json"
+        if not resource.is_file():
+            raise ValueError(
+                f"unknown preset {name_or_path!r}; choose one of {', '.join(preset_names())} or a .json file"
+            )
+        text = resource.read_text()
+    data = json.loads(text)
+    data.pop("description", None)
+    return ModelConfig.from_dict(data)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to draw clips from a model; the CLI flags override these defaults."""
+
+    sampler: str = "dpmpp-2m"
+    steps: int = 20
+    guidance: float = 1.0
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)

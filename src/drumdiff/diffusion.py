@@ -1,0 +1,114 @@
+"""v-diffusion math, once: the schedule, noising, the v-target, the loss and the denoiser.
+
+Conventions (shared with the original tiny-audio-diffusion):
+    t in [0, 1] is what the network receives (the original called it "sigma");
+    alpha = cos(pi t / 2), sigma = sin(pi t / 2), log-SNR lambda = log(alpha / sigma);
+    x_t = alpha x0 + sigma eps;  v = alpha eps - sigma x0;  x0_hat = alpha x_t - sigma v_hat.
+Training and every sampler use these functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+# A denoiser maps (x_t [B, C, T], t [B]) to x0_hat [B, C, T]; samplers only ever see this.
+Denoiser = Callable[[Tensor, Tensor], Tensor]
+
+
+def alpha_sigma(t: Tensor) -> tuple[Tensor, Tensor]:
+    """Signal and noise scales at time t (any shape)."""
+    angle = t * (math.pi / 2)
+    return torch.cos(angle), torch.sin(angle)
+
+
+def log_snr(t: Tensor) -> Tensor:
+    """lambda(t) = log(alpha / sigma); +inf at t = 0, -inf at t = 1."""
+    alpha, sigma = alpha_sigma(t)
+    return torch.log(alpha) - torch.log(sigma)
+
+
+def t_from_log_snr(lam: Tensor) -> Tensor:
+    """Inverse of `log_snr`: t = (2 / pi) atan(exp(-lambda))."""
+    return torch.atan(torch.exp(-lam)) * (2 / math.pi)
+
+
+def _expand(values: Tensor, like: Tensor) -> Tensor:
+    """[B] -> [B, 1, 1] (or a scalar left alone) so it broadcasts over [B, C, T]."""
+    if values.dim() == 0:
+        return values
+    return values.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def add_noise(x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    """x_t = alpha x0 + sigma eps, with t of shape [B] or scalar."""
+    alpha, sigma = alpha_sigma(_expand(t, x0))
+    return alpha * x0 + sigma * noise
+
+
+def v_target(x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+    """v = alpha eps - sigma x0."""
+    alpha, sigma = alpha_sigma(_expand(t, x0))
+    return alpha * noise - sigma * x0
+
+
+def x0_from_v(x_t: Tensor, v: Tensor, t: Tensor) -> Tensor:
+    """x0_hat = alpha x_t - sigma v_hat."""
+    alpha, sigma = alpha_sigma(_expand(t, x_t))
+    return alpha * x_t - sigma * v
+
+
+def eps_from_x0(x_t: Tensor, x0: Tensor, t: Tensor) -> Tensor:
+    """The noise implied by x_t and a clean estimate: eps = (x_t - alpha x0) / sigma."""
+    alpha, sigma = alpha_sigma(_expand(t, x_t))
+    return (x_t - alpha * x0) / sigma
+
+
+def v_loss(
+    net: nn.Module,
+    x0: Tensor,
+    noise: Tensor,
+    t: Tensor,
+    *,
+    class_id: Tensor | None = None,
+) -> Tensor:
+    """Per-example mean squared error of the v-prediction, shape [B]."""
+    x_t = add_noise(x0, noise, t)  # (B, C, T)
+    v_hat = net(x_t, t, class_id=class_id)
+    target = v_target(x0, noise, t)
+    return (v_hat.float() - target.float()).pow(2).flatten(1).mean(1)
+
+
+def make_denoiser(
+    net: nn.Module,
+    *,
+    class_id: Tensor | None = None,
+    guidance: float = 1.0,
+    null_class: int | None = None,
+) -> Denoiser:
+    """Wrap a v-predicting network as x0_hat = D(x_t, t), with classifier-free guidance.
+
+    guidance 1.0 is the plain conditional model; > 1 pushes away from the unconditional (null-class)
+    prediction: v = v_null + g (v_class - v_null). `null_class` is the id of the "no class" embedding.
+    """
+    use_guidance = class_id is not None and guidance != 1.0
+    if use_guidance and null_class is None:
+        raise ValueError("classifier-free guidance needs the null class id")
+
+    def denoise(x_t: Tensor, t: Tensor) -> Tensor:
+        t_batch = t.expand(x_t.shape[0]) if t.dim() == 0 else t
+        if not use_guidance:
+            v = net(x_t, t_batch, class_id=class_id)
+        else:
+            null = torch.full_like(class_id, null_class)
+            v_both = net(
+                torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), class_id=torch.cat([class_id, null])
+            )
+            v_class, v_null = v_both.chunk(2)
+            v = v_null + guidance * (v_class - v_null)
+        return x0_from_v(x_t, v.to(x_t.dtype), t_batch)
+
+    return denoise
