@@ -1,0 +1,132 @@
+"""Samplers against exact answers: Gaussian data has a closed-form ideal denoiser and probability-flow ODE."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from drumdiff.diffusion import add_noise, alpha_sigma, log_snr, t_from_log_snr, v_target, x0_from_v
+from drumdiff.sampling import (
+    SAMPLERS,
+    get_sampler,
+    invert_ddim,
+    linear_schedule,
+    log_snr_schedule,
+    sample_ddim,
+    sample_dpmpp_2m,
+    slerp,
+)
+
+# Data ~ N(0, diag(s^2)) with s from 0.05 to 2, one "channel" per scale.
+SCALES = torch.logspace(math.log10(0.05), math.log10(2.0), 16, dtype=torch.float64).reshape(1, 16, 1)
+
+
+def gaussian_denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """E[x0 | x_t] for x0 ~ N(0, s^2): alpha s^2 x / (alpha^2 s^2 + sigma^2)."""
+    alpha, sigma = alpha_sigma(t.reshape(-1, 1, 1))
+    return alpha * SCALES**2 * x / (alpha**2 * SCALES**2 + sigma**2)
+
+
+def flow(x: torch.Tensor, t: float, s: float) -> torch.Tensor:
+    """Exact probability-flow map from time t to time s: each dimension scales by its marginal std ratio."""
+    a_t, s_t = alpha_sigma(torch.tensor(t, dtype=torch.float64))
+    a_s, s_s = alpha_sigma(torch.tensor(s, dtype=torch.float64))
+    return x * torch.sqrt((a_s**2 * SCALES**2 + s_s**2) / (a_t**2 * SCALES**2 + s_t**2))
+
+
+def sampler_error(name: str, steps: int) -> float:
+    ts = log_snr_schedule(steps, t_max=0.999, t_min=0.001)
+    x = torch.randn(4, 16, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    # x at t = 0.999 is N(0, alpha^2 s^2 + sigma^2), within 1e-5 of N(0, 1).
+    out = get_sampler(name)(gaussian_denoiser, x, ts)
+    # The schedule's last step (t_min -> 0) returns the ideal denoiser's answer at t_min.
+    t_min = float(ts[-2])
+    exact = gaussian_denoiser(flow(x, float(ts[0]), t_min), torch.tensor([t_min], dtype=torch.float64))
+    return float((out - exact).pow(2).mean().sqrt())
+
+
+@pytest.mark.parametrize(("name", "order"), [("ddim", 1), ("dpmpp-2m", 2)])
+def test_sampler_error_shrinks_at_its_order(name: str, order: int) -> None:
+    # Doubling the evaluations from 5 to 40 must shrink the error every time, and by about 2^order once
+    # out of the pre-asymptotic range: at 5-10 lambda-uniform steps over this wide log-SNR range (h > 1.4)
+    # DPM-Solver++(2M)'s h^2 and h^3 error terms have opposite signs and partly cancel.
+    steps = np.array([5, 10, 20, 40])
+    errors = np.array([sampler_error(name, int(n)) for n in steps])
+    assert np.all(np.diff(errors) < 0), errors
+    slope = -np.log(errors[-1] / errors[-2]) / np.log(2)
+    assert order - 0.3 < slope < order + 0.5, (slope, errors)
+
+
+def test_dpmpp_2m_beats_ddim_at_ten_evaluations() -> None:
+    assert sampler_error("dpmpp-2m", 10) <= sampler_error("ddim", 10) / 5
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_every_sampler_is_shaped_finite_and_seeded(name: str) -> None:
+    def run(seed: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(2, 16, 64, dtype=torch.float64, generator=gen)
+        noise_fn = lambda: torch.randn(2, 16, 64, dtype=torch.float64, generator=gen)  # noqa: E731
+        return get_sampler(name)(gaussian_denoiser, x, linear_schedule(6), noise_fn=noise_fn)
+
+    a, b, c = run(1), run(1), run(2)
+    assert a.shape == (2, 16, 64)
+    assert torch.isfinite(a).all()
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_unknown_sampler_names_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="ddim.*dpmpp-2m"):
+        get_sampler("euler")
+
+
+def test_schedules() -> None:
+    lin = linear_schedule(4)
+    assert lin.tolist() == [1.0, 0.75, 0.5, 0.25, 0.0]
+    ts = log_snr_schedule(5)
+    assert float(ts[0]) == 1.0 and float(ts[-1]) == 0.0 and len(ts) == 6
+    assert torch.all(ts[1:] < ts[:-1])
+    lams = log_snr(ts[1:-1])
+    assert torch.allclose(lams.diff(), lams.diff()[:1].expand(3))
+    assert log_snr_schedule(1, t_max=0.4).tolist() == [0.4, 0.0]
+    with pytest.raises(ValueError, match="steps"):
+        linear_schedule(0)
+
+
+def test_diffusion_identities() -> None:
+    gen = torch.Generator().manual_seed(3)
+    x0, noise = torch.randn(3, 2, 32, generator=gen), torch.randn(3, 2, 32, generator=gen)
+    t = torch.tensor([0.1, 0.5, 0.9])
+    x_t = add_noise(x0, noise, t)
+    assert torch.allclose(x0_from_v(x_t, v_target(x0, noise, t), t), x0, atol=1e-6)
+    lam = log_snr(t)
+    assert torch.allclose(t_from_log_snr(lam), t, atol=1e-6)
+
+
+def test_ddim_inversion_reconstructs_on_the_analytic_model() -> None:
+    x0 = torch.randn(2, 16, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * SCALES
+    down = log_snr_schedule(400, t_max=1.0, t_min=1e-3)
+    latent = invert_ddim(gaussian_denoiser, x0, down[:-1].flip(0))
+    back = sample_ddim(gaussian_denoiser, latent, down)
+    snr_db = 10 * math.log10(float(x0.pow(2).sum() / (back - x0).pow(2).sum()))
+    assert snr_db > 30, snr_db
+
+
+def test_dpmpp_2m_is_first_order_from_pure_noise() -> None:
+    # From t = 1 the first step equals DDIM's.
+    x = torch.randn(1, 16, 8, dtype=torch.float64)
+    ts = torch.tensor([1.0, 0.5], dtype=torch.float64)
+    assert torch.allclose(sample_dpmpp_2m(gaussian_denoiser, x, ts), sample_ddim(gaussian_denoiser, x, ts))
+
+
+def test_slerp_endpoints_and_norm() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 4096, generator=gen), torch.randn(2, 4096, generator=gen)
+    assert torch.allclose(slerp(a, b, 0.0), a, atol=1e-6)
+    assert torch.allclose(slerp(a, b, 1.0), b, atol=1e-6)
+    mid = slerp(a, b, 0.5)
+    assert abs(float(mid.norm() / a.norm()) - 1) < 0.05  # a linear mix would lose ~30 % of the norm
