@@ -1,0 +1,467 @@
+"""Load a model file, then generate, vary, interpolate and inpaint drum one-shots.
+
+    import drumdiff
+    model = drumdiff.load_model("path/to/model.safetensors")   # or a shipped / user model name
+    clips = model.generate(n=4, seed=1, class_name="kick")    # float32 [4, C, T]
+
+Every method is keyword-only and returns float32 `[B, C, T]` on the CPU. Clip i of a request uses seed
+SEED + i for all its randomness, so a clip does not depend on how many clips were asked for or on the batch size.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from drumdiff.config import ModelConfig
+from drumdiff.diffusion import add_noise, make_denoiser
+from drumdiff.errors import DrumdiffError
+from drumdiff.sampling import get_sampler, get_schedule, invert_ddim, log_snr_schedule, sample_ddim, slerp
+
+# progress(steps_done) is called after each network evaluation step, for progress bars.
+Progress = Callable[[int], None]
+
+DEFAULT_SAMPLER = "dpmpp-2m"
+DEFAULT_STEPS = 20
+DEFAULT_SCHEDULE = "log-snr"
+DEFAULT_KEEP_MS = 40.0
+SHIPPED_DIR = Path(__file__).parent / "weights"
+
+
+# ---------------------------------------------------------------------------------------------- locating models
+
+
+def user_model_dir() -> Path:
+    """`$DRUMDIFF_HOME/models`, else the platform's user data folder + `drumdiff/models`."""
+    home = os.environ.get("DRUMDIFF_HOME")
+    if home:
+        return Path(home).expanduser() / "models"
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "drumdiff" / "models"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    path: Path
+    origin: str  # "shipped" or "user"
+
+
+def _model_files(folder: Path, origin: str) -> list[ModelEntry]:
+    from drumdiff.modelfile import FORMAT
+
+    if not folder.is_dir():
+        return []
+    entries = []
+    for path in sorted(folder.glob("*.safetensors")):
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                if (handle.metadata() or {}).get("format") != FORMAT:
+                    continue  # e.g. the evaluation classifier
+        except Exception:  # noqa: BLE001 - an unreadable file in a model folder is listed elsewhere
+            continue
+        entries.append(ModelEntry(name=path.stem, path=path, origin=origin))
+    return entries
+
+
+def list_models() -> list[ModelEntry]:
+    """Shipped models first, then the user's models folder."""
+    return _model_files(SHIPPED_DIR, "shipped") + _model_files(user_model_dir(), "user")
+
+
+def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
+    """A path, else a shipped model name, else a user model name; None means the first shipped model."""
+    if name_or_path is None:
+        shipped = _model_files(SHIPPED_DIR, "shipped")
+        if not shipped:
+            raise DrumdiffError(
+                "this drumdiff has no shipped model yet: pass --model PATH to a .safetensors file "
+                "(train one with `drumdiff train` + `drumdiff export`, or convert one with `drumdiff convert`)"
+            )
+        return shipped[0].path
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    for entry in list_models():
+        if entry.name == str(name_or_path):
+            return entry.path
+    if path.suffix or os.sep in str(name_or_path):
+        raise DrumdiffError(f"model file not found: {name_or_path}")
+    known = ", ".join(e.name for e in list_models()) or "none installed"
+    raise DrumdiffError(
+        f"unknown model {name_or_path!r} (known models: {known}; user folder {user_model_dir()})"
+    )
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """The given device, else CUDA, else Apple's MPS, else the CPU."""
+    if device is not None:
+        try:
+            return torch.device(device)
+        except RuntimeError as error:
+            raise DrumdiffError(f"unknown device {device!r} ({error})") from error
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def load_model(name_or_path: str | os.PathLike | None = None, *, device: Any = None) -> DrumPipeline:
+    """Load a model file (path, shipped name or user model name) into a `DrumPipeline`."""
+    from drumdiff.modelfile import load_model_file
+
+    path = resolve_model(name_or_path)
+    dev = pick_device(device)
+    loaded = load_model_file(path, device=dev)
+    return DrumPipeline(
+        loaded.net,
+        loaded.config,
+        class_names=loaded.class_names,
+        device=dev,
+        path=path,
+        metadata=loaded.metadata,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- the pipeline
+
+
+class DrumPipeline:
+    """A network plus what is needed to sample from it. Build with `load_model` or `from_network`."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        config: ModelConfig,
+        *,
+        class_names: list[str] | tuple[str, ...] = (),
+        device: torch.device | str = "cpu",
+        path: Path | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.net = net
+        self.config = config
+        self.class_names = list(class_names)
+        self.device = torch.device(device)
+        self.path = path
+        self.metadata = metadata or {}
+
+    @classmethod
+    def from_network(
+        cls, net: nn.Module, config: ModelConfig, *, class_names: list[str] | tuple[str, ...] = ()
+    ) -> DrumPipeline:
+        """Wrap a network already in memory (training previews use this: same code as `drumdiff generate`)."""
+        device = next(net.parameters()).device
+        return cls(net, config, class_names=class_names, device=device)
+
+    # -- facts about the audio this model makes
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def length(self) -> int:
+        return self.config.length
+
+    @property
+    def channels(self) -> int:
+        return self.config.audio_channels
+
+    # -- public operations
+    def generate(
+        self,
+        *,
+        n: int = 1,
+        seed: int = 0,
+        steps: int = DEFAULT_STEPS,
+        sampler: str = DEFAULT_SAMPLER,
+        schedule: str = DEFAULT_SCHEDULE,
+        class_name: str | None = None,
+        guidance: float = 1.0,
+        batch_size: int = 8,
+        progress: Progress | None = None,
+    ) -> Tensor:
+        """N fresh clips from pure noise. Returns float32 [n, C, T]."""
+        return self._sample(
+            n=n,
+            seed=seed,
+            steps=steps,
+            sampler=sampler,
+            schedule=schedule,
+            class_name=class_name,
+            guidance=guidance,
+            batch_size=batch_size,
+            progress=progress,
+            start=None,
+            t_start=1.0,
+        )
+
+    def vary(
+        self,
+        audio: Tensor,
+        *,
+        strength: float = 0.5,
+        n: int = 1,
+        seed: int = 0,
+        steps: int = DEFAULT_STEPS,
+        sampler: str = DEFAULT_SAMPLER,
+        schedule: str = DEFAULT_SCHEDULE,
+        class_name: str | None = None,
+        guidance: float = 1.0,
+        batch_size: int = 8,
+        progress: Progress | None = None,
+    ) -> Tensor:
+        """SDEdit: noise `audio` [C, T] to t = strength, then denoise. n variations -> [n, C, T].
+
+        The sampler runs round(steps * strength) steps (at least 1), so strength 1.0 is exactly `generate`
+        with the same seed: at t = 1 no trace of the input is left.
+        """
+        if not 0 < strength <= 1:
+            raise DrumdiffError(f"strength must be in (0, 1], got {strength}")
+        clip = self._check_audio(audio)
+        return self._sample(
+            n=n,
+            seed=seed,
+            steps=max(1, round(steps * strength)),
+            sampler=sampler,
+            schedule=schedule,
+            class_name=class_name,
+            guidance=guidance,
+            batch_size=batch_size,
+            progress=progress,
+            start=clip,
+            t_start=strength,
+        )
+
+    def inpaint(
+        self,
+        audio: Tensor,
+        *,
+        keep: tuple[int, int] | Tensor | None = None,
+        n: int = 1,
+        seed: int = 0,
+        steps: int = DEFAULT_STEPS,
+        sampler: str = DEFAULT_SAMPLER,
+        schedule: str = DEFAULT_SCHEDULE,
+        class_name: str | None = None,
+        guidance: float = 1.0,
+        batch_size: int = 8,
+        progress: Progress | None = None,
+    ) -> Tensor:
+        """Regenerate everything outside a kept region of `audio` [C, T]; the kept samples come back unchanged.
+
+        `keep` is a (start, end) sample range or a bool mask [T]; default: the first 40 ms (the attack).
+        At every step the kept region of x_t is replaced by the input noised to that step's t with the
+        clip's own noise, so the new part grows out of the kept part.
+        """
+        clip = self._check_audio(audio)
+        mask = self._keep_mask(keep)
+        return self._sample(
+            n=n,
+            seed=seed,
+            steps=steps,
+            sampler=sampler,
+            schedule=schedule,
+            class_name=class_name,
+            guidance=guidance,
+            batch_size=batch_size,
+            progress=progress,
+            start=None,
+            t_start=1.0,
+            inpaint=(clip, mask),
+        )
+
+    def interpolate(
+        self,
+        a: Tensor,
+        b: Tensor,
+        *,
+        frames: int = 5,
+        steps: int = 100,
+        class_name: str | None = None,
+        guidance: float = 1.0,
+        batch_size: int = 8,
+        progress: Progress | None = None,
+    ) -> Tensor:
+        """Blend two clips: DDIM-invert both to noise, slerp the noises, decode. Returns [frames, C, T].
+
+        `frames` counts the endpoints (frame 0 reconstructs a, the last reconstructs b). Inversion and
+        decoding use the same `steps`-point log-SNR schedule; more steps reconstruct the endpoints better.
+        """
+        if frames < 2:
+            raise DrumdiffError(f"frames must be at least 2, got {frames}")
+        clips = torch.stack([self._check_audio(a), self._check_audio(b)]).to(self.device)
+        ts = log_snr_schedule(_check_steps(steps), t_max=1.0, t_min=1e-3)
+        denoiser = self._denoiser(class_name, guidance, batch=2)
+        tick = _ticker(progress)
+        with torch.inference_mode():
+            latents = invert_ddim(denoiser, clips, ts[:-1].flip(0), callback=tick)  # (2, C, T) at t = 1
+            mixes = torch.stack([slerp(latents[0], latents[1], i / (frames - 1)) for i in range(frames)])
+            out = []
+            for chunk in mixes.split(batch_size):
+                den = self._denoiser(class_name, guidance, batch=len(chunk))
+                out.append(sample_ddim(den, chunk, ts, callback=tick))
+        return torch.cat(out).float().cpu()
+
+    # -- shared machinery
+    def _sample(
+        self,
+        *,
+        n: int,
+        seed: int,
+        steps: int,
+        sampler: str,
+        schedule: str,
+        class_name: str | None,
+        guidance: float,
+        batch_size: int,
+        progress: Progress | None,
+        start: Tensor | None,
+        t_start: float,
+        inpaint: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
+        if n < 1:
+            raise DrumdiffError(f"the number of clips must be at least 1, got {n}")
+        if batch_size < 1:
+            raise DrumdiffError(f"batch size must be at least 1, got {batch_size}")
+        try:
+            sample = get_sampler(sampler)
+            ts = get_schedule(schedule)(_check_steps(steps), t_max=t_start)
+        except ValueError as error:
+            raise DrumdiffError(str(error)) from error
+        tick = _ticker(progress)
+        out = []
+        with torch.inference_mode():
+            for first in range(0, n, batch_size):
+                seeds = list(range(seed + first, seed + min(n, first + batch_size)))
+                gens = [torch.Generator().manual_seed(s) for s in seeds]
+                noise = self._noise(gens)  # (B, C, T): clip i's own start noise
+                if start is None or t_start >= 1.0:
+                    x = noise.clone()  # t = 1: pure noise (alpha = 0), whatever the input
+                else:
+                    x = add_noise(start.to(self.device).expand_as(noise), noise, torch.tensor(t_start))
+                denoiser = self._denoiser(class_name, guidance, batch=len(seeds))
+                if inpaint is not None:
+                    denoiser = _inpainting(denoiser, *inpaint, noise=noise, device=self.device)
+                x = sample(denoiser, x, ts, noise_fn=lambda gens=gens: self._noise(gens), callback=tick)
+                if inpaint is not None:
+                    clip, mask = inpaint
+                    x = torch.where(mask.to(self.device), clip.to(self.device), x)
+                out.append(x.float().cpu())
+        return torch.cat(out)
+
+    def _noise(self, generators: list[torch.Generator]) -> Tensor:
+        """Standard normal [B, C, T], row i drawn from generator i on the CPU (device-independent)."""
+        shape = (self.channels, self.length)
+        return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(self.device)
+
+    def _denoiser(self, class_name: str | None, guidance: float, *, batch: int):
+        class_id = self._class_id(class_name)
+        if class_id is None:
+            if guidance != 1.0 and self.config.conditional:
+                raise DrumdiffError("guidance needs a class name")
+            return make_denoiser(self.net)
+        ids = torch.full((batch,), class_id, dtype=torch.long, device=self.device)
+        return make_denoiser(self.net, class_id=ids, guidance=guidance, null_class=self.config.num_classes)
+
+    def _class_id(self, class_name: str | None) -> int | None:
+        if class_name is None:
+            return None
+        if not self.config.conditional:
+            if self.class_names and class_name == self.class_names[0]:
+                return None  # an unconditional model named after its one class
+            shown = f"({self.class_names[0]})" if self.class_names else "without classes"
+            raise DrumdiffError(f"unknown class {class_name!r}: this model is unconditional {shown}")
+        if class_name not in self.class_names:
+            raise DrumdiffError(
+                f"unknown class {class_name!r}; this model knows {', '.join(self.class_names)}"
+            )
+        return self.class_names.index(class_name)
+
+    def _check_audio(self, audio: Tensor) -> Tensor:
+        """A clip in this model's format, [C, T] float32 (convert other audio with `conform_audio`)."""
+        if audio.dim() == 3 and audio.shape[0] == 1:
+            audio = audio[0]
+        expected = (self.channels, self.length)
+        if audio.dim() != 2 or tuple(audio.shape) != expected:
+            raise DrumdiffError(
+                f"audio of shape {tuple(audio.shape)} does not fit this model, which needs {expected} "
+                "(use drumdiff.pipeline.conform_audio)"
+            )
+        if not torch.isfinite(audio).all():
+            raise DrumdiffError("audio contains NaN or infinite samples")
+        return audio.float()
+
+    def _keep_mask(self, keep: tuple[int, int] | Tensor | None) -> Tensor:
+        if keep is None:
+            keep = (0, round(DEFAULT_KEEP_MS * self.sample_rate / 1000))
+        if isinstance(keep, Tensor):
+            if keep.shape != (self.length,) or keep.dtype != torch.bool:
+                raise DrumdiffError(f"keep mask must be bool of shape ({self.length},)")
+            return keep.reshape(1, 1, -1)
+        start, end = keep
+        if not 0 <= start < end <= self.length:
+            raise DrumdiffError(f"keep range ({start}, {end}) is outside 0..{self.length}")
+        mask = torch.zeros(self.length, dtype=torch.bool)
+        mask[start:end] = True
+        return mask.reshape(1, 1, -1)
+
+
+def _inpainting(denoiser, clip: Tensor, mask: Tensor, *, noise: Tensor, device: torch.device):
+    """Wrap a denoiser so the kept region always follows the input noised with the clip's own noise."""
+    clip, mask = clip.to(device), mask.to(device)
+
+    def denoise(x_t: Tensor, t: Tensor) -> Tensor:
+        known = add_noise(clip.expand_as(x_t), noise, t)
+        x_t = torch.where(mask, known, x_t)
+        return torch.where(mask, clip, denoiser(x_t, t))
+
+    return denoise
+
+
+def _ticker(progress: Progress | None):
+    if progress is None:
+        return None
+    return lambda i, x, x0: progress(1)
+
+
+def _check_steps(steps: int) -> int:
+    if not isinstance(steps, int) or steps < 1:
+        raise DrumdiffError(f"steps must be an integer >= 1, got {steps!r}")
+    return steps
+
+
+def conform_audio(audio: Tensor, sample_rate: int, config: ModelConfig) -> tuple[Tensor, list[str]]:
+    """Convert a clip [C, T] of any rate, channel count and length to the model's format.
+
+    Returns the converted clip and a list of what was done (empty when nothing was needed).
+    """
+    from drumdiff import audio as audio_io
+
+    done = []
+    if sample_rate != config.sample_rate:
+        audio = audio_io.resample(audio, sample_rate, config.sample_rate)
+        done.append(f"resampled {sample_rate} -> {config.sample_rate} Hz")
+    if audio.shape[0] != config.audio_channels:
+        done.append(f"{audio.shape[0]} -> {config.audio_channels} channels")
+        audio = audio_io.to_channels(audio, config.audio_channels)
+    if audio.shape[1] != config.length:
+        verb = "cropped" if audio.shape[1] > config.length else "padded"
+        done.append(f"{verb} {audio.shape[1]} -> {config.length} samples")
+        audio = audio_io.fit_length(audio, config.length, sample_rate=config.sample_rate)
+    return audio.float(), done

@@ -1,0 +1,169 @@
+"""The pipeline: generate / vary / interpolate / inpaint on tiny and analytic models."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from drumdiff.errors import DrumdiffError, ModelFileError
+from drumdiff.modelfile import load_model_file, read_metadata
+from drumdiff.pipeline import DrumPipeline, load_model
+from tests.helpers import AnalyticGaussianNet, tiny_config, tiny_model_file
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tiny_model_file(tmp_path_factory.mktemp("m") / "tiny.safetensors")
+    return load_model(path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def analytic():
+    scales = torch.tensor([0.3, 0.6])
+    return DrumPipeline.from_network(AnalyticGaussianNet(scales), tiny_config()), scales
+
+
+def test_generate_is_seeded_per_clip(model) -> None:
+    a = model.generate(n=3, seed=7, steps=3, batch_size=2)
+    assert a.shape == (3, 2, model.length) and a.dtype == torch.float32
+    assert torch.isfinite(a).all()
+    assert torch.equal(a, model.generate(n=3, seed=7, steps=3, batch_size=2))
+    # Clip i uses seed + i whatever n and the batch size are.
+    single = model.generate(n=1, seed=8, steps=3)
+    assert torch.allclose(a[1], single[0], atol=1e-5)
+    assert not torch.allclose(a[0], a[1])
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp-2m", "ddpm"])
+def test_every_sampler_through_the_pipeline(model, sampler: str) -> None:
+    out = model.generate(n=2, seed=1, steps=2, sampler=sampler, schedule="linear")
+    assert out.shape == (2, 2, model.length) and torch.isfinite(out).all()
+    assert torch.equal(out, model.generate(n=2, seed=1, steps=2, sampler=sampler, schedule="linear"))
+
+
+def test_vary_strength_one_is_generate(model) -> None:
+    clip = torch.randn(2, model.length) * 0.1
+    varied = model.vary(clip, strength=1.0, seed=5, steps=4, n=2)
+    assert torch.equal(varied, model.generate(seed=5, steps=4, n=2))
+
+
+def test_vary_moves_away_with_strength(analytic) -> None:
+    pipe, scales = analytic
+    clip = torch.randn(2, pipe.length, generator=torch.Generator().manual_seed(0)) * scales.reshape(2, 1)
+    distances = []
+    for strength in (0.05, 0.2, 0.5, 0.9):
+        out = pipe.vary(clip, strength=strength, seed=1, steps=20, n=4)
+        distances.append(float((out - clip).pow(2).mean()))
+    assert distances == sorted(distances), distances
+    assert distances[0] < 0.1 * distances[-1]
+
+
+def test_interpolate_reconstructs_endpoints_and_is_not_a_crossfade(analytic) -> None:
+    pipe, scales = analytic
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(2, pipe.length, generator=gen) * scales.reshape(2, 1)
+    b = torch.randn(2, pipe.length, generator=gen) * scales.reshape(2, 1)
+    frames = pipe.interpolate(a, b, frames=3, steps=400)
+    snr = [
+        10 * math.log10(float(x.pow(2).sum() / (f - x).pow(2).sum()))
+        for x, f in ((a, frames[0]), (b, frames[2]))
+    ]
+    print(f"interpolation endpoint SNR: {snr[0]:.1f} dB, {snr[1]:.1f} dB")
+    assert min(snr) >= 30, snr
+    crossfade = 0.5 * (a + b)
+    assert float((frames[1] - crossfade).pow(2).mean()) > 0.1 * float(crossfade.pow(2).mean())
+    # A crossfade of independent clips loses energy; the slerped middle frame keeps it.
+    assert float(frames[1].pow(2).mean()) > 0.8 * float(a.pow(2).mean() + b.pow(2).mean()) / 2
+
+
+def test_inpaint_keeps_the_attack_bit_exact(model) -> None:
+    clip = torch.randn(2, model.length, generator=torch.Generator().manual_seed(2)) * 0.3
+    keep = 441
+    out = model.inpaint(clip, keep=(0, keep), seed=3, steps=4, n=2)
+    assert torch.equal(out[:, :, :keep], clip[:, :keep].expand(2, -1, -1))
+    assert not torch.allclose(out[:, :, keep:], clip[:, keep:].expand(2, -1, -1))
+    default = model.inpaint(clip, seed=3, steps=2)  # default: first 40 ms
+    kept = round(0.040 * model.sample_rate)
+    assert torch.equal(default[0, :, :kept], clip[:, :kept])
+
+
+def test_bad_requests_name_the_value(model) -> None:
+    clip = torch.zeros(2, model.length)
+    with pytest.raises(DrumdiffError, match="strength"):
+        model.vary(clip, strength=1.5)
+    with pytest.raises(DrumdiffError, match="frames"):
+        model.interpolate(clip, clip, frames=1)
+    with pytest.raises(DrumdiffError, match="steps"):
+        model.generate(steps=0)
+    with pytest.raises(DrumdiffError, match="unknown sampler 'euler'.*ddim"):
+        model.generate(sampler="euler")
+    with pytest.raises(DrumdiffError, match="unknown class"):
+        model.generate(class_name="cowbell")
+    with pytest.raises(DrumdiffError, match="shape"):
+        model.vary(torch.zeros(1, 100))
+
+
+def test_conditional_model_classes_and_guidance(tmp_path) -> None:
+    path = tiny_model_file(tmp_path / "cond.safetensors", num_classes=2, class_names=["kick", "snare"])
+    pipe = load_model(path, device="cpu")
+    kick = pipe.generate(class_name="kick", seed=0, steps=2)
+    snare = pipe.generate(class_name="snare", seed=0, steps=2)
+    null = pipe.generate(seed=0, steps=2)
+    assert not torch.equal(kick, snare) and not torch.equal(kick, null)
+    guided = pipe.generate(class_name="kick", seed=0, steps=2, guidance=3.0)
+    assert torch.isfinite(guided).all() and not torch.equal(guided, kick)
+    with pytest.raises(DrumdiffError, match="knows kick, snare"):
+        pipe.generate(class_name="hat")
+
+
+def test_model_file_round_trip_and_errors(tmp_path) -> None:
+    path = tiny_model_file(tmp_path / "a.safetensors")
+    meta = read_metadata(path)
+    assert meta["config"] == tiny_config() and meta["provenance"] == {"made_by": "tests"}
+    loaded = load_model_file(path)
+    assert not loaded.net.training
+
+    tensors = load_file(str(path))
+    bumped = tmp_path / "future.safetensors"
+    save_file(
+        tensors, str(bumped), metadata={"format": "drumdiff-model", "format_version": "99", "config": "{}"}
+    )
+    with pytest.raises(ModelFileError, match="format version 99"):
+        load_model_file(bumped)
+
+    wrong = tmp_path / "wrong.safetensors"
+    first = next(iter(tensors))
+    tensors[first] = torch.zeros(3)
+    raw_meta = {
+        "format": "drumdiff-model",
+        "format_version": "1",
+        "config": json.dumps(tiny_config().to_dict()),
+    }
+    save_file(tensors, str(wrong), metadata=raw_meta)
+    with pytest.raises(ModelFileError, match=f"mis-shaped: {first}"):
+        load_model_file(wrong)
+
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(ModelFileError, match="junk.safetensors"):
+        load_model_file(junk)
+    with pytest.raises(DrumdiffError, match="not found"):
+        load_model(tmp_path / "missing.safetensors")
+
+
+def test_fp16_model_file_is_half_the_size(tmp_path) -> None:
+    from drumdiff.modelfile import save_model_file
+    from drumdiff.nn.unet1d import UNet1d
+
+    net = UNet1d(tiny_config())
+    full = save_model_file(tmp_path / "f32.safetensors", state_dict=net.state_dict(), config=tiny_config())
+    half = save_model_file(
+        tmp_path / "f16.safetensors", state_dict=net.state_dict(), config=tiny_config(), fp16=True
+    )
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    assert read_metadata(half)["dtype"] == "float16"
+    assert load_model_file(half).net(torch.zeros(1, 2, 4096), torch.tensor([0.5])).dtype == torch.float32
