@@ -1,0 +1,117 @@
+"""The 1D U-Net that predicts v from a noisy waveform: `UNet1d(config)(x, t, *, class_id=None) -> v`.
+
+Architecture (the original tiny-audio-diffusion network, audio-diffusion-pytorch 0.1.3 `UNetV0`):
+
+    t -> TimeEmbedding -> features [B, F]   (+ a learned class embedding on a conditional model)
+    level i (of len(channels)), going down:
+        remember x as this level's skip
+        downsample: conv with kernel = stride = factors[i], to channels[i]
+        items[i] x UNetBlock: resnet block, modulation by features, attentions[i] self-attentions
+    ... the deeper levels ...
+    level i, coming back up:
+        items[i] x UNetBlock (their own weights)
+        upsample: nearest x factors[i], kernel-3 conv back to the level's input channels
+        x = skip + scale(features) * x     (a per-channel scale: the original's "SkipModulate")
+
+Level 0 takes the audio channels in and gives them back, so its last upsample conv is the output layer and
+the whole network computes v = x_t + scale_0(t) * f(x_t, t). Blocks live in `drumdiff.nn.layers`; the
+name mapping from the original's weights is `drumdiff.convert.map_original_unet_state_dict`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from drumdiff.config import ModelConfig
+from drumdiff.nn.layers import Conv1d, TimeEmbedding, UNetBlock, Upsample, to_channels_last
+
+
+class Level(nn.Module):
+    """One resolution of the U-Net: the way down, the way up and the modulated skip around the inside."""
+
+    def __init__(self, config: ModelConfig, index: int) -> None:
+        super().__init__()
+        in_channels = config.audio_channels if index == 0 else config.channels[index - 1]
+        channels, factor = config.channels[index], config.factors[index]
+
+        def blocks() -> nn.ModuleList:
+            return nn.ModuleList(
+                UNetBlock(
+                    channels,
+                    groups=config.resnet_groups,
+                    modulation_features=config.modulation_features,
+                    attentions=config.attentions[index],
+                    heads=config.attention_heads,
+                    head_features=config.attention_features,
+                )
+                for _ in range(config.items[index])
+            )
+
+        self.downsample = Conv1d(in_channels, channels, factor, stride=factor)
+        self.down = blocks()
+        self.up = blocks()
+        self.upsample = Upsample(channels, in_channels, factor=factor)
+        self.skip_scale = nn.Linear(config.modulation_features, in_channels)
+
+
+class UNet1d(nn.Module):
+    """v-predicting 1D U-Net over raw audio; see the module docstring for the layout."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.time_embedding = TimeEmbedding(config.modulation_features)
+        self.class_embedding: nn.Embedding | None = None
+        if config.num_classes > 0:
+            # ids 0..num_classes-1 are classes, id num_classes is the "null" class for guidance.
+            # Zeros at the start: a conditional model begins as the unconditional one (e.g. a converted seed).
+            self.class_embedding = nn.Embedding(config.num_classes + 1, config.modulation_features)
+            nn.init.zeros_(self.class_embedding.weight)
+        self.levels = nn.ModuleList(Level(config, i) for i in range(len(config.channels)))
+        self.grad_checkpointing = False
+
+    def _block(self, block: UNetBlock, x: Tensor, silu_features: Tensor) -> Tensor:
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, x, silu_features, use_reentrant=False)
+        return block(x, silu_features)
+
+    def forward(self, x: Tensor, t: Tensor, *, class_id: Tensor | None = None) -> Tensor:
+        """x [B, C, T] noisy audio, t [B] in [0, 1], class_id [B] (long) or None -> v [B, C, T]."""
+        config = self.config
+        if x.dim() != 3 or x.shape[1] != config.audio_channels:
+            raise ValueError(f"expected x of shape [B, {config.audio_channels}, T], got {list(x.shape)}")
+        if x.shape[2] % config.downsampling != 0:
+            raise ValueError(
+                f"length {x.shape[2]} is not a multiple of the total downsampling {config.downsampling}"
+            )
+        batch = x.shape[0]
+        t = t.to(x.dtype).expand(batch) if t.dim() == 0 else t.to(x.dtype)
+        if t.shape != (batch,):
+            raise ValueError(f"expected t of shape [{batch}], got {list(t.shape)}")
+
+        features = self.time_embedding(t)  # (B, F)
+        if self.class_embedding is not None:
+            if class_id is None:
+                class_id = torch.full((batch,), config.num_classes, dtype=torch.long, device=x.device)
+            features = features + self.class_embedding(class_id)  # (B, F)
+        elif class_id is not None:
+            raise ValueError("class_id given to an unconditional model (config.num_classes is 0)")
+        silu_features = F.silu(features)  # every modulation, and every skip scale, starts with SiLU
+
+        h = to_channels_last(x)  # (B, C, T)
+        skips = []
+        for level in self.levels:
+            skips.append(h)
+            h = level.downsample(h)  # (B, C_i, T_i)
+            for block in level.down:
+                h = self._block(block, h, silu_features)
+        for level in reversed(self.levels):
+            for block in level.up:
+                h = self._block(block, h, silu_features)
+            h = level.upsample(h)  # (B, C_in, T_i * f_i)
+            scale = level.skip_scale(silu_features)[:, :, None]  # (B, C_in, 1)
+            h = torch.addcmul(skips.pop(), scale, h)  # skip + scale * h
+        return h.contiguous()  # (B, C, T) in the usual layout

@@ -1,0 +1,166 @@
+"""UNet1d: parity with the original UNetV0, shapes, errors, class conditioning, gradient checkpointing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from drumdiff.config import ModelConfig, load_preset
+from drumdiff.convert import map_original_unet_state_dict, original_key_map
+from drumdiff.errors import ModelFileError
+from drumdiff.nn.unet1d import UNet1d
+from tests.conftest import require_original
+
+SEED_PARAMETERS = 31_574_724
+
+
+def relative_error(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    return ((ours - theirs).abs().max() / theirs.abs().max()).item()
+
+
+def original_unet(config: ModelConfig, *, seed: int = 0) -> torch.nn.Module:
+    """The original UNetV0 in `config`'s layout, with every parameter moved off its initial value.
+
+    Fresh GroupNorm/LayerNorm weights are exactly 1 and biases 0; perturbing them all makes the parity
+    test see every parameter.
+    """
+    adp = require_original()
+    torch.manual_seed(seed)
+    net = adp.UNetV0(
+        dim=1,
+        in_channels=config.audio_channels,
+        channels=list(config.channels),
+        factors=list(config.factors),
+        items=list(config.items),
+        attentions=list(config.attentions),
+        attention_heads=config.attention_heads,
+        attention_features=config.attention_features,
+        resnet_groups=config.resnet_groups,
+        modulation_features=config.modulation_features,
+    )
+    with torch.no_grad():
+        for param in net.parameters():
+            param.add_(torch.randn_like(param) * 0.1)
+    return net.eval()
+
+
+def converted(original: torch.nn.Module, config: ModelConfig) -> UNet1d:
+    ours = UNet1d(config).eval()
+    ours.load_state_dict(map_original_unet_state_dict(original.state_dict(), config=config))
+    return ours
+
+
+@pytest.fixture(scope="module")
+def seed_pair() -> tuple[torch.nn.Module, UNet1d]:
+    config = load_preset("seed")
+    original = original_unet(config)
+    return original, converted(original, config)
+
+
+def test_seed_parameter_count() -> None:
+    with torch.device("meta"):
+        net = UNet1d(load_preset("seed"))
+    assert sum(p.numel() for p in net.parameters()) == SEED_PARAMETERS
+
+
+def test_seed_parity_with_original(seed_pair) -> None:
+    original, ours = seed_pair
+    assert sum(p.numel() for p in original.parameters()) == SEED_PARAMETERS
+    generator = torch.Generator().manual_seed(1)
+    cases = [
+        (torch.randn(3, 2, 8192, generator=generator), torch.tensor([0.0, 0.37, 1.0])),
+        (torch.randn(1, 2, 32768, generator=generator), torch.tensor([0.81])),  # the real length
+    ]
+    with torch.no_grad():
+        for x, t in cases:
+            theirs = original(x, time=t)
+            v = ours(x, t)
+            assert v.shape == x.shape and v.is_contiguous()
+            assert relative_error(v, theirs) < 1e-4
+            # The output is x + scale * f(x): check f too, so that the skip cannot hide a mismatch.
+            assert relative_error(v - x, theirs - x) < 1e-4
+
+
+def test_other_layout_parity_with_original() -> None:
+    config = load_preset("tiny")
+    original = original_unet(config, seed=3)
+    ours = converted(original, config)
+    x, t = torch.randn(2, config.audio_channels, config.length), torch.rand(2)
+    with torch.no_grad():
+        assert relative_error(ours(x, t) - x, original(x, time=t) - x) < 1e-4
+
+
+@pytest.mark.parametrize("preset", ["seed", "small", "tiny"])
+def test_key_map_is_one_to_one(preset: str) -> None:
+    config = load_preset(preset)
+    with torch.device("meta"):
+        names = set(UNet1d(config).state_dict())
+    key_map = original_key_map(config)
+    assert set(key_map) == names
+    assert len(set(key_map.values())) == len(key_map)
+
+
+def test_mapping_names_missing_extra_and_misshaped_tensors() -> None:
+    config = load_preset("tiny")
+    state = original_unet(config).state_dict()
+    first, second = list(state)[:2]
+    state.pop(first)
+    state["blocks.9.surprise"] = torch.zeros(1)
+    state[second] = torch.zeros(3, 3)
+    with pytest.raises(ModelFileError) as error:
+        map_original_unet_state_dict(state, config=config)
+    message = str(error.value)
+    assert f"1 missing: {first}" in message
+    assert "1 unexpected: blocks.9.surprise" in message
+    assert f"{second} [3, 3]" in message
+
+
+def test_shapes_and_bad_input() -> None:
+    config = load_preset("tiny")
+    net = UNet1d(config)
+    x = torch.randn(2, config.audio_channels, 2 * config.downsampling)
+    with torch.no_grad():
+        assert net(x, torch.rand(2)).shape == x.shape
+        assert net(x, torch.tensor(0.5)).shape == x.shape  # a scalar t is used for the whole batch
+    with pytest.raises(ValueError, match="not a multiple of the total downsampling"):
+        net(torch.randn(1, config.audio_channels, config.downsampling + 1), torch.rand(1))
+    with pytest.raises(ValueError, match="shape"):
+        net(torch.randn(1, config.audio_channels + 1, config.downsampling), torch.rand(1))
+    with pytest.raises(ValueError, match="shape"):
+        net(x, torch.rand(3))
+    with pytest.raises(ValueError, match="unconditional"):
+        net(x, torch.rand(2), class_id=torch.zeros(2, dtype=torch.long))
+
+
+def test_class_conditioning() -> None:
+    config = load_preset("tiny").replace(num_classes=3)
+    net = UNet1d(config).eval()
+    assert net.class_embedding.weight.shape == (4, config.modulation_features)  # 3 classes + null
+    torch.nn.init.normal_(net.class_embedding.weight)
+    x, t = torch.randn(2, config.audio_channels, config.length), torch.rand(2)
+    with torch.no_grad():
+        null = net(x, t, class_id=torch.full((2,), 3))
+        assert torch.equal(net(x, t), null)  # no class_id: the null class
+        kick, snare = net(x, t, class_id=torch.tensor([0, 0])), net(x, t, class_id=torch.tensor([1, 1]))
+    assert not torch.allclose(kick, snare)
+    assert not torch.allclose(kick, null)
+
+
+def test_gradient_checkpointing_gives_equal_gradients() -> None:
+    config = load_preset("tiny").replace(num_classes=2)
+    torch.manual_seed(0)
+    net = UNet1d(config)
+    x, t, c = torch.randn(2, config.audio_channels, config.length), torch.rand(2), torch.tensor([0, 2])
+
+    def gradients(checkpointing: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        net.zero_grad()
+        net.grad_checkpointing = checkpointing
+        out = net(x, t, class_id=c)
+        out.square().mean().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in net.named_parameters()}
+
+    out_plain, plain = gradients(False)
+    out_ckpt, ckpt = gradients(True)
+    assert torch.allclose(out_plain, out_ckpt)
+    for name, grad in plain.items():
+        torch.testing.assert_close(ckpt[name], grad, msg=name)
