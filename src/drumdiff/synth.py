@@ -21,9 +21,11 @@ def _time(length: int, sample_rate: int) -> Tensor:
 
 
 def _stereo(mono: Tensor, *, width: float, gen: torch.Generator) -> Tensor:
-    """[T] -> [2, T] with a little level difference between sides."""
+    """[T] -> [2, T] float32 with a little level difference between sides, peaking between 0.5 and 0.95."""
     tilt = width * (torch.rand((), generator=gen, dtype=torch.float64) - 0.5)
-    return torch.stack([mono * (1 - tilt), mono * (1 + tilt)])
+    stereo = torch.stack([mono * (1 - tilt), mono * (1 + tilt)])
+    peak = 0.5 + 0.45 * torch.rand((), generator=gen, dtype=torch.float64)
+    return (stereo * peak / stereo.abs().max()).float()
 
 
 def _highpass(noise: Tensor, cutoff: float, sample_rate: int) -> Tensor:
@@ -45,7 +47,7 @@ def kick(*, seed: int, length: int = 32768, sample_rate: int = 44100) -> Tensor:
     phase = 2 * math.pi * torch.cumsum(freq, 0) / sample_rate
     body = torch.sin(phase) * torch.exp(-t * decay)
     click = torch.randn(length, generator=gen, dtype=torch.float64) * torch.exp(-t * 600) * 0.4
-    return (0.9 * _stereo(body + click, width=0.1, gen=gen)).float()
+    return _stereo(body + click, width=0.1, gen=gen)
 
 
 def snare(*, seed: int, length: int = 32768, sample_rate: int = 44100) -> Tensor:
@@ -57,7 +59,7 @@ def snare(*, seed: int, length: int = 32768, sample_rate: int = 44100) -> Tensor
     decay = 12 + 12 * torch.rand((), generator=gen, dtype=torch.float64)
     noise = _highpass(torch.randn(length, generator=gen, dtype=torch.float64), 1500.0, sample_rate)
     rattle = noise / noise.abs().max() * torch.exp(-t * decay)
-    return (0.8 * _stereo(0.6 * tone + 0.8 * rattle, width=0.3, gen=gen)).float()
+    return _stereo(0.6 * tone + 0.8 * rattle, width=0.3, gen=gen)
 
 
 def hihat(*, seed: int, length: int = 32768, sample_rate: int = 44100) -> Tensor:
@@ -67,7 +69,7 @@ def hihat(*, seed: int, length: int = 32768, sample_rate: int = 44100) -> Tensor
     decay = 25 + 60 * torch.rand((), generator=gen, dtype=torch.float64)
     noise = _highpass(torch.randn(length, generator=gen, dtype=torch.float64), 7000.0, sample_rate)
     hat = noise / noise.abs().max() * torch.exp(-t * decay)
-    return (0.7 * _stereo(hat, width=0.4, gen=gen)).float()
+    return _stereo(hat, width=0.4, gen=gen)
 
 
 MAKERS = {"kick": kick, "snare": snare, "hihat": hihat}
