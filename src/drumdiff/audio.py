@@ -8,6 +8,7 @@ whether the file decoded only partly, which `drumdiff data prepare` reports for 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import struct
@@ -328,6 +329,7 @@ def peak_db(audio: torch.Tensor) -> float:
     return 20 * math.log10(peak) if peak > 0 else -math.inf
 
 
+@functools.lru_cache(maxsize=8)
 def _k_weighting_response(n_fft: int, sample_rate: int) -> np.ndarray:
     """Complex frequency response of the BS.1770 K-weighting (shelf + high-pass) on an rfft grid."""
     # Coefficients for any rate, as derived in libebur128 from the standard's 48 kHz filters.
@@ -348,7 +350,9 @@ def _k_weighting_response(n_fft: int, sample_rate: int) -> np.ndarray:
     def biquad(b: list[float], a: list[float]) -> np.ndarray:
         return (b[0] + b[1] * z + b[2] * z * z) / (a[0] + a[1] * z + a[2] * z * z)
 
-    return biquad(b1, a1) * biquad(b2, a2)
+    response = biquad(b1, a1) * biquad(b2, a2)
+    response.setflags(write=False)  # shared through the cache
+    return response
 
 
 def loudness_lufs(audio: torch.Tensor, sample_rate: int) -> float:

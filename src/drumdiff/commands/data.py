@@ -1,0 +1,123 @@
+"""`drumdiff data prepare` and `drumdiff data inspect`: thin argparse layer over `drumdiff.data`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `data` with its sub-commands `prepare` and `inspect`."""
+    parser = subparsers.add_parser(
+        "data",
+        help="import sample folders / Hydrogen kits into a training dataset, and inspect it",
+        description="Build and look at prepared datasets (see docs/data.md).",
+    )
+    commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+
+    prepare = commands.add_parser(
+        "prepare",
+        help="convert folders of one-shots into DIR/<class>/*.flac + manifest.json + rejected.json",
+        description=(
+            "Walk SRC folders recursively and write one 24-bit FLAC per accepted file (onset at the start, "
+            "fixed length, DC removed, normalized). Re-running into the same DIR re-encodes only what changed."
+        ),
+    )
+    prepare.add_argument("sources", nargs="+", metavar="SRC", help="folders (or files) to import")
+    prepare.add_argument(
+        "--out", required=True, metavar="DIR", help="output dataset folder (created if needed)"
+    )
+    prepare.add_argument(
+        "--classes",
+        choices=("none", "folders", "hydrogen"),
+        default="none",
+        help="none: one class; folders: first folder level under SRC; hydrogen: drumkit.xml instrument names",
+    )
+    prepare.add_argument(
+        "--mapping",
+        metavar="FILE.json",
+        help='with --classes hydrogen: {"class": ["name part", ...]} (first match wins, "*" matches all)',
+    )
+    prepare.add_argument(
+        "--normalize", choices=("peak", "lufs", "none"), default="peak", help="loudness normalization"
+    )
+    prepare.add_argument(
+        "--peak-db", type=float, default=-1.0, help="peak level in dBFS (and the LUFS ceiling)"
+    )
+    prepare.add_argument("--lufs", type=float, default=-14.0, help="target loudness with --normalize lufs")
+    prepare.add_argument("--length", type=int, default=None, help="clip length in samples (default 32768)")
+    prepare.add_argument("--sample-rate", type=int, default=None, help="output sample rate (default 44100)")
+    prepare.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="worker processes (spawn); 1 runs in this process",
+    )
+    prepare.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar"
+    )
+    prepare.set_defaults(func=_prepare)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="statistics per class and split, and a PNG grid of examples",
+        description="Print counts, durations and loudness per class/split of a prepared DIR; draw a PNG grid.",
+    )
+    inspect.add_argument("dir", metavar="DIR", help="a folder written by `drumdiff data prepare`")
+    inspect.add_argument("--png", metavar="FILE", help="where to save the grid (default DIR/inspect.png)")
+    inspect.add_argument("--examples", type=int, default=4, help="examples per class in the grid (0: no PNG)")
+    inspect.add_argument("--json", action=argparse.BooleanOptionalAction, default=False, help="print JSON")
+    inspect.set_defaults(func=_inspect)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from drumdiff import data
+    from drumdiff.errors import DrumdiffError
+
+    if args.workers < 1:
+        raise DrumdiffError(f"--workers must be at least 1, got {args.workers}")
+    if args.mapping and args.classes != "hydrogen":
+        raise DrumdiffError("--mapping only applies with --classes hydrogen")
+    defaults = data.PrepareSettings()
+    settings = data.PrepareSettings(
+        sample_rate=defaults.sample_rate if args.sample_rate is None else args.sample_rate,
+        length=defaults.length if args.length is None else args.length,
+        normalize=args.normalize,
+        peak_db=args.peak_db,
+        lufs=args.lufs,
+    )
+    report = data.prepare(
+        args.sources,
+        args.out,
+        classes=args.classes,
+        mapping=data.load_mapping(args.mapping) if args.mapping else None,
+        settings=settings,
+        workers=args.workers,
+        progress=args.progress,
+    )
+    print(report.summary())
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from drumdiff import data
+
+    result = data.inspect(args.dir, png=args.png, examples=args.examples)
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    header = f"{'class':<12}{'split':<7}{'count':>6}{'dur med s':>10}{'dur max s':>10}{'cropped':>8}{'LUFS med':>9}"
+    print(header + f"{'p10..p90':>14}")
+    for row in result["stats"]:
+        lufs = "" if row["lufs_median"] is None else f"{row['lufs_median']:.1f}"
+        spread = "" if row["lufs_p10"] is None else f"{row['lufs_p10']:.1f}..{row['lufs_p90']:.1f}"
+        print(
+            f"{row['class']:<12}{row['split']:<7}{row['count']:>6}{row['duration_s_median']:>10.3f}"
+            f"{row['duration_s_max']:>10.3f}{row['cropped']:>8}{lufs:>9}{spread:>14}"
+        )
+    if result["rejected"]:
+        print("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(result["rejected"].items())))
+    if result["png"]:
+        print(f"grid: {result['png']}")
+    return 0

@@ -1,0 +1,441 @@
+"""data prepare / inspect / PreparedDataset: every bad input of issue 4, made inside the test, on tiny clips."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import struct
+import tempfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from drumdiff import audio, data
+from drumdiff.cli import main
+from drumdiff.errors import DrumdiffError
+
+SR = 44100
+LENGTH = 2048  # short clips keep every test fast; the rules are the same at 32768
+SETTINGS = data.PrepareSettings(length=LENGTH)
+
+
+def hit(
+    seed: int, *, frames: int = 3000, sr: int = SR, channels: int = 1, amplitude: float = 0.8
+) -> np.ndarray:
+    """A decaying noise burst, `(T, C)` as soundfile wants it; each seed sounds different."""
+    rng = np.random.default_rng(seed)
+    envelope = np.exp(-np.arange(frames) / (frames / 6))
+    return (rng.uniform(-1, 1, (frames, channels)) * envelope[:, None] * amplitude).astype(np.float32)
+
+
+def wav(path, samples: np.ndarray, *, sr: int = SR, subtype: str = "PCM_16"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, samples, sr, subtype=subtype)
+    return path
+
+
+def read_json(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def reasons(out) -> dict[str, str]:
+    """rejected.json as {file name: reason}."""
+    return {os.path.basename(r["path"]): r["reason"] for r in read_json(out / "rejected.json")["rejected"]}
+
+
+def test_split_rule_is_a_stable_hash():
+    assert data.split_for_group("GMRockKit") == data.split_for_group("GMRockKit")
+    splits = [data.split_for_group(f"kit-{i}") for i in range(2000)]
+    assert set(splits) == {"train", "val"} and 0.08 < splits.count("val") / 2000 < 0.12
+    # Pinned: changing the rule would silently move kits between train and val.
+    assert [data.split_for_group(g) for g in ("GMRockKit", "HardElectro1", "Audiophob")] == [
+        "train",
+        "val",
+        "val",
+    ]
+
+
+def test_bad_inputs_are_rejected_with_reasons_and_good_ones_survive(tmp_path, monkeypatch):
+    src = tmp_path / "samples"
+    good = src / "good"
+    wav(good / "kick.wav", hit(1))
+    wav(good / "ça va snare 01.wav", hit(2))  # non-ASCII and spaces
+    wav(good / "eight.wav", hit(3, channels=8))
+    wav(good / "low.wav", hit(4, sr=8000, frames=800), sr=8000)
+    wav(good / "high.wav", hit(5, sr=96000, frames=6000), sr=96000)
+    wav(good / "long.wav", hit(6, frames=60 * 8000, sr=8000), sr=8000)  # a 60 s file (8 kHz keeps it small)
+    wav(good / "hot.wav", hit(7) * 40, subtype="FLOAT")  # float audio peaking far above 1.0
+    bad = src / "bad"
+    bad.mkdir()
+    (bad / "empty.wav").write_bytes(b"")
+    (bad / "text.wav").write_text("not audio at all\n" * 20)
+    (bad / "image.flac").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(500))
+    (bad / "random.wav").write_bytes(np.random.default_rng(0).bytes(4000))
+    wav(bad / "zeros.wav", np.zeros((3000, 1), np.float32))
+    wav(bad / "dc.wav", np.full((3000, 1), 0.5, np.float32))
+    nan = hit(8)
+    nan[100, 0] = np.nan
+    wav(bad / "nan.wav", nan, subtype="FLOAT")
+    inf = hit(9)
+    inf[5, 0] = np.inf
+    wav(bad / "inf.wav", inf, subtype="FLOAT")
+    wav(bad / "tiny.wav", hit(10, frames=10))  # a 10-sample file
+    (bad / "dangling.wav").symlink_to(tmp_path / "nowhere.wav")
+    (bad / "folder.wav").mkdir()  # a folder named like an audio file
+    wav(bad / "folder.wav" / "inner.wav", hit(11))  # ... that holds a real file
+    truncated = wav(tmp_path / "full.wav", hit(12, frames=4000)).read_bytes()
+    (good / "truncated.wav").write_bytes(truncated[: 44 + 2 * 1500])  # cut after 1500 frames
+    liar = bytearray(wav(tmp_path / "liar.wav", hit(13)).read_bytes())
+    at = liar.find(b"data")
+    liar[at + 4 : at + 8] = struct.pack("<I", 10_000_000)  # header claims far more data
+    (good / "liar.wav").write_bytes(bytes(liar))
+    (src / "notes.txt").write_text("ignored: not an audio extension")
+
+    out = tmp_path / "out"
+    report = data.prepare([src], out, settings=SETTINGS, progress=False)
+    got = reasons(out)
+    assert got == {
+        "empty.wav": "empty",
+        "text.wav": "not audio",
+        "image.flac": "not audio",
+        "random.wav": "not audio",
+        "zeros.wav": "silent",
+        "dc.wav": "silent",
+        "nan.wav": "non-finite samples",
+        "inf.wav": "non-finite samples",
+        "tiny.wav": "too short",
+        "dangling.wav": "missing",
+    }
+    manifest = read_json(out / "manifest.json")
+    by_name = {os.path.basename(it["source"]): it for it in manifest["items"]}
+    assert set(by_name) == {
+        "kick.wav", "ça va snare 01.wav", "eight.wav", "low.wav", "high.wav", "long.wav", "hot.wav",
+        "truncated.wav", "liar.wav", "inner.wav",
+    }  # fmt: skip
+    assert report.accepted == 10 and report.rejected["not audio"] == 3 and report.ignored_non_audio == 1
+    assert manifest["classes"] == ["drums"] and manifest["length"] == LENGTH
+    assert by_name["eight.wav"]["processing"]["channels"].startswith("8 -> 2")
+    assert by_name["low.wav"]["processing"]["resampled"] == "8000 -> 44100 Hz"
+    assert by_name["high.wav"]["original"]["sample_rate"] == 96000
+    assert by_name["long.wav"]["processing"]["cropped_from_s"] > 59
+    assert "1500" in by_name["truncated.wav"]["processing"]["decoded_partially"]
+    assert "header claims" in by_name["liar.wav"]["processing"]["decoded_partially"]
+    assert all(it["path"].isascii() and " " not in it["path"] for it in manifest["items"])
+    for item in manifest["items"]:  # no NaN, no silence, right shape, peak at -1 dBFS
+        clip, rate = audio.read(out / item["path"])
+        assert rate == SR and clip.shape == (2, LENGTH) and torch.isfinite(clip).all()
+        assert abs(audio.peak_db(clip) - (-1.0)) < 0.01
+    assert not (out / data.STAGING).exists()
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_cli_exit_codes_and_read_only_output(tmp_path, monkeypatch, capsys):
+    assert main(["data", "prepare", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "missing does not exist" in capsys.readouterr().err
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "x.wav").write_text("text")
+    assert main(["data", "prepare", str(junk), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "no file was accepted" in err and err.count("\n") == 1
+    assert read_json(tmp_path / "o2" / "rejected.json")["rejected"][0]["reason"] == "not audio"
+
+    wav(tmp_path / "src" / "a.wav", hit(1))
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.geteuid() == 0:  # root ignores permissions: fail the write probe the way a locked folder would
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    try:
+        code = main(["data", "prepare", str(tmp_path / "src"), "--out", str(locked), "--no-progress"])
+    finally:
+        locked.chmod(0o755)
+    assert code == 2 and "locked is not writable" in capsys.readouterr().err
+
+
+def test_refuses_a_foreign_non_empty_output_folder(tmp_path):
+    wav(tmp_path / "src" / "a.wav", hit(1))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.doc").write_text("precious")
+    with pytest.raises(DrumdiffError, match="not empty"):
+        data.prepare([tmp_path / "src"], tmp_path / "mine", settings=SETTINGS, progress=False)
+
+
+def test_incremental_rerun_and_interrupted_run(tmp_path):
+    src = tmp_path / "src"
+    for i in range(4):
+        wav(src / "kit" / f"hit{i}.wav", hit(i))
+    out = tmp_path / "out"
+    first = data.prepare([src], out, settings=SETTINGS, progress=False)
+    assert (first.encoded, first.reused) == (4, 0)
+    again = data.prepare([src], out, settings=SETTINGS, progress=False)
+    assert (again.encoded, again.reused) == (0, 4)
+
+    wav(src / "kit" / "hit2.wav", hit(99))  # one source changes
+    changed = data.prepare([src], out, settings=SETTINGS, progress=False)
+    assert (changed.encoded, changed.reused) == (1, 3)
+    os.utime(src / "kit" / "hit0.wav", ns=(1, 1))  # touched, same bytes: still reused
+    assert data.prepare([src], out, settings=SETTINGS, progress=False).encoded == 0
+
+    # A damaged output (e.g. a crash mid-copy by another tool) is never trusted: re-encoded.
+    item = read_json(out / "manifest.json")["items"][0]
+    (out / item["path"]).write_bytes(b"half a file")
+    assert data.prepare([src], out, settings=SETTINGS, progress=False).encoded == 1
+    # An interrupted run leaves staged files and outputs the manifest does not list: neither is trusted.
+    (out / data.STAGING).mkdir()
+    (out / data.STAGING / "x.flac").write_bytes(b"partial")
+    (out / "drums" / "stray-00000000.flac").write_bytes(b"partial")
+    report = data.prepare([src], out, settings=SETTINGS, progress=False)
+    assert report.encoded == 0 and not (out / "drums" / "stray-00000000.flac").exists()
+    assert not (out / data.STAGING).exists()
+    # A removed source drops its output; other settings re-encode everything.
+    (src / "kit" / "hit3.wav").unlink()
+    assert data.prepare([src], out, settings=SETTINGS, progress=False).accepted == 3
+    assert len(list((out / "drums").glob("*.flac"))) == 3
+    other = data.PrepareSettings(length=LENGTH, peak_db=-3.0)
+    assert data.prepare([src], out, settings=other, progress=False).encoded == 3
+
+
+def test_duplicates_are_the_same_audio_not_the_same_bytes(tmp_path):
+    src = tmp_path / "src"
+    samples = hit(5)
+    wav(src / "a" / "snare.wav", samples)  # 16-bit WAV
+    (src / "b").mkdir()
+    pcm, _ = sf.read(src / "a" / "snare.wav", dtype="int16")  # the same samples in another container
+    sf.write(src / "b" / "snare copy.flac", pcm, SR, subtype="PCM_16")
+    assert (src / "b" / "snare copy.flac").read_bytes() != (src / "a" / "snare.wav").read_bytes()
+    wav(src / "b" / "other.wav", hit(6))
+    out = tmp_path / "out"
+    report = data.prepare([src], out, classes="folders", settings=SETTINGS, progress=False)
+    rejected = read_json(out / "rejected.json")["rejected"]
+    assert report.accepted == 2 and [r["reason"] for r in rejected] == ["duplicate"]
+    assert rejected[0]["path"] == "src/b/snare copy.flac" and rejected[0]["duplicate_of"] == "src/a/snare.wav"
+
+
+def test_classes_folders_and_none(tmp_path):
+    src = tmp_path / "lib"
+    wav(src / "Kicks" / "808" / "k1.wav", hit(1))
+    wav(src / "Kicks" / "k2.wav", hit(2))
+    wav(src / "Snares" / "s1.wav", hit(3))
+    wav(src / "loose.wav", hit(4))
+    out = tmp_path / "folders"
+    data.prepare([src], out, classes="folders", settings=SETTINGS, progress=False)
+    manifest = read_json(out / "manifest.json")
+    assert manifest["classes"] == ["Kicks", "Snares"]
+    groups = {os.path.basename(it["source"]): (it["class"], it["group"]) for it in manifest["items"]}
+    assert groups == {
+        "k1.wav": ("Kicks", "lib/Kicks/808"),
+        "k2.wav": ("Kicks", "lib/Kicks"),
+        "s1.wav": ("Snares", "lib/Snares"),
+    }
+    assert all(it["split"] == data.split_for_group(it["group"]) for it in manifest["items"])
+    assert reasons(out) == {"loose.wav": "not in a class folder"}
+    out_none = tmp_path / "none"
+    report = data.prepare([src], out_none, settings=SETTINGS, progress=False)
+    assert report.accepted == 4 and read_json(out_none / "manifest.json")["classes"] == ["drums"]
+
+
+KIT_XML = """<?xml version="1.0" encoding="UTF-8"?>
+<drumkit_info xmlns="http://www.hydrogen-music.org/drumkit" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+ <name>Tiny Kit</name>
+ <author>Tester</author>
+ <license>CC0</license>
+ <componentList><drumkitComponent><id>0</id><name>Main</name></drumkitComponent></componentList>
+ <instrumentList>
+  <instrument><id>0</id><name>Kick Soft</name>
+   <instrumentComponent><component_id>0</component_id>
+    <layer><filename>kick_a.wav</filename><min>0</min><max>0.5</max></layer>
+    <layer><filename>kick_b.wav</filename><min>0.5</min><max>1</max></layer>
+   </instrumentComponent>
+  </instrument>
+  <instrument><id>1</id><name>Side Stick</name><layer><filename>stick.flac</filename></layer></instrument>
+  <instrument><id>2</id><name>Closed HH</name><filename>hat.wav</filename></instrument>
+  <instrument><id>3</id><name>Cowbell</name><layer><filename>bell.wav</filename></layer></instrument>
+  <instrument><id>4</id><name>Gone</name><layer><filename>missing.wav</filename></layer></instrument>
+  <instrument><id>5</id><name>Empty</name></instrument>
+ </instrumentList>
+</drumkit_info>
+"""
+
+
+def make_kit(folder):
+    folder.mkdir(parents=True)
+    (folder / "drumkit.xml").write_text(KIT_XML, encoding="utf-8")
+    for i, name in enumerate(("kick_a.wav", "kick_b.wav", "hat.wav", "bell.wav", "stray.wav")):
+        wav(folder / name, hit(20 + i))
+    sf.write(folder / "stick.flac", hit(30), SR)
+    return folder
+
+
+def test_hydrogen_kit_classes_provenance_and_mapping(tmp_path):
+    make_kit(tmp_path / "kits" / "tiny")
+    out = tmp_path / "out"
+    data.prepare([tmp_path / "kits"], out, classes="hydrogen", settings=SETTINGS, progress=False)
+    manifest = read_json(out / "manifest.json")
+    classes = {os.path.basename(it["source"]): it["class"] for it in manifest["items"]}
+    assert classes == {
+        "kick_a.wav": "kick",
+        "kick_b.wav": "kick",
+        "stick.flac": "snare",
+        "hat.wav": "hihat",
+        "bell.wav": "percussion",
+    }
+    item = manifest["items"][0]
+    assert item["group"] == "Tiny Kit" and item["split"] == data.split_for_group("Tiny Kit")
+    assert item["provenance"]["license"] == "CC0" and item["provenance"]["author"] == "Tester"
+    assert reasons(out) == {"stray.wav": "not in a Hydrogen kit", "missing.wav": "missing"}
+
+    mapping = tmp_path / "map.json"
+    mapping.write_text(json.dumps({"low": ["kick"], "metal": ["hh", "bell"]}))
+    out2 = tmp_path / "out2"
+    code = main(
+        ["data", "prepare", str(tmp_path / "kits"), "--out", str(out2), "--classes", "hydrogen"]
+        + ["--mapping", str(mapping), "--length", str(LENGTH), "--workers", "1", "--no-progress"]
+    )
+    assert code == 0
+    assert read_json(out2 / "manifest.json")["classes"] == ["low", "metal"]
+    assert reasons(out2)["stick.flac"] == "no class"
+    mapping.write_text("{not json")
+    with pytest.raises(DrumdiffError, match="map.json"):
+        data.load_mapping(mapping)
+
+
+def test_instrument_name_table():
+    table = data.DEFAULT_HYDROGEN_MAPPING
+    expected = {
+        "Kick (Tama Superstar 22\")": "kick", "c3 - bass drum 1": "kick", "BassDrum": "kick",
+        "Snare Rimshot": "snare", "Hand Clap": "snare", "Pearl Side Stick": "snare",
+        "Hi-Hat Closed": "hihat", "Closed HH": "hihat", "Sabian Hat Pedal": "hihat",
+        "Tom Low": "percussion", "Crash": "percussion", "Cowbell": "percussion", "Tambourine": "percussion",
+    }  # fmt: skip
+    assert {name: data.class_for_instrument(name, table) for name in expected} == expected
+
+
+def test_workers_spawn_pool_gives_the_same_result(tmp_path):
+    src = tmp_path / "src"
+    for i in range(4):
+        wav(src / "k" / f"h{i}.wav", hit(40 + i))
+    one = data.prepare([src], tmp_path / "one", settings=SETTINGS, workers=1, progress=False)
+    two = data.prepare([src], tmp_path / "two", settings=SETTINGS, workers=2, progress=False)
+    assert one.accepted == two.accepted == 4
+    strip = ("source_mtime_ns",)
+    items = [
+        [{k: v for k, v in it.items() if k not in strip} for it in read_json(d / "manifest.json")["items"]]
+        for d in (tmp_path / "one", tmp_path / "two")
+    ]
+    assert items[0] == items[1]  # deterministic: byte-identical FLACs (same sha1) from both paths
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A prepared dataset with 2 classes and groups on both sides of the split."""
+    root = tmp_path_factory.mktemp("prepared")
+
+    def group(split: str) -> str:  # --classes folders: lib/<class>/<group>/, the group is "lib/a/<group>"
+        return next(f"g{i}" for i in range(200) if data.split_for_group(f"lib/a/g{i}") == split)
+
+    for i in range(6):
+        wav(root / "lib" / ("a" if i % 2 else "b") / group("train") / f"t{i}.wav", hit(60 + i))
+    for i in range(2):
+        wav(root / "lib" / "a" / group("val") / f"v{i}.wav", hit(70 + i))
+    out = root / "out"
+    data.prepare([root / "lib"], out, classes="folders", settings=SETTINGS, progress=False)
+    return out
+
+
+def test_prepared_dataset_cache_and_labels(prepared):
+    manifest = read_json(prepared / "manifest.json")
+    n_train = sum(it["split"] == "train" for it in manifest["items"])
+    ds = data.PreparedDataset(prepared, split="train", progress=False)
+    assert len(ds) == n_train > 0 and ds.class_names == ["a", "b"]
+    x, label = ds[0]
+    assert x.dtype == torch.float32 and x.shape == (2, LENGTH) and isinstance(label, int)
+    reference, _ = audio.read(prepared / ds.items[0]["path"])
+    assert torch.allclose(x, reference, atol=1e-3)  # float16 cache
+    batch, labels = ds.batch([2, 0, 1])
+    assert (
+        batch.shape == (3, 2, LENGTH)
+        and torch.equal(batch[1], x)
+        and labels.tolist()
+        == [
+            ds[2][1],
+            ds[0][1],
+            ds[1][1],
+        ]
+    )
+    cache = ds.cache_path
+    assert cache.exists()
+    assert data.PreparedDataset(prepared, split="train", progress=False).cache_path == cache  # reused
+    all_items = data.PreparedDataset(prepared, split="all", progress=False)
+    assert len(all_items) == len(manifest["items"])
+    with pytest.raises(DrumdiffError, match="split"):
+        data.PreparedDataset(prepared, split="test", progress=False)
+    with pytest.raises(DrumdiffError, match="manifest.json"):
+        data.PreparedDataset(prepared.parent, progress=False)
+
+
+def test_cache_rebuilt_when_manifest_changes(tmp_path):
+    src = tmp_path / "src"
+    for i in range(3):
+        wav(src / "k" / f"h{i}.wav", hit(80 + i))
+    out = tmp_path / "out"
+    data.prepare([src], out, settings=SETTINGS, progress=False)
+    first = data.PreparedDataset(out, split="all", progress=False)
+    wav(src / "k" / "h3.wav", hit(90))
+    data.prepare([src], out, settings=SETTINGS, progress=False)
+    second = data.PreparedDataset(out, split="all", progress=False)
+    assert second.cache_path != first.cache_path and len(second) == 4 and not first.cache_path.exists()
+
+
+def test_augment_is_deterministic_and_keeps_shape(prepared):
+    aug = data.Augment(pitch_semitones=1.0)
+    ds = data.PreparedDataset(prepared, split="all", augment=aug, seed=3, progress=False)
+    a, b = ds[1][0], ds[1][0]
+    assert torch.equal(a, b) and a.shape == (2, LENGTH) and torch.isfinite(a).all()
+    plain = data.PreparedDataset(prepared, split="all", progress=False)[1][0]
+    assert not torch.equal(a, plain) and a.abs().max() <= plain.abs().max() * 1.2 + 1e-6
+    ds.set_epoch(1)
+    assert not torch.equal(ds[1][0], a)  # a new draw each epoch
+    x = torch.randn(2, 1000)
+    g = torch.Generator().manual_seed(0)
+    swapped = data.Augment(gain_db=0, polarity=0, swap=1.0, width=0, shift_ms=0)(
+        x, generator=g, sample_rate=SR
+    )
+    assert torch.equal(swapped, x.flip(0))
+    inverted = data.Augment(gain_db=0, polarity=1.0, swap=0, width=0, shift_ms=0)(
+        x, generator=g, sample_rate=SR
+    )
+    assert torch.equal(inverted, -x)
+
+
+def test_dataset_pickles_and_spawn_dataloader_workers(prepared):
+    ds = data.PreparedDataset(prepared, split="train", augment=data.Augment(), progress=False)
+    ds[0]  # opens the memory map; pickling must still work
+    clone = pickle.loads(pickle.dumps(ds))
+    assert torch.equal(clone[0][0], ds[0][0])
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=2, num_workers=2, multiprocessing_context="spawn", shuffle=False
+    )
+    batches = list(loader)
+    assert sum(b[0].shape[0] for b in batches) == len(ds)
+    assert torch.equal(batches[0][0][0], ds[0][0])  # same seed -> same augmentation in a worker
+
+
+def test_inspect_writes_stats_and_png(prepared, capsys):
+    result = data.inspect(prepared, examples=2)
+    assert {row["class"] for row in result["stats"]} == {"a", "b"}
+    assert sum(row["count"] for row in result["stats"]) == len(read_json(prepared / "manifest.json")["items"])
+    png = prepared / "inspect.png"
+    assert result["png"] == str(png) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["data", "inspect", str(prepared), "--png", str(prepared / "grid.png")]) == 0
+    out = capsys.readouterr().out
+    assert "grid.png" in out and "train" in out
+    assert math.isfinite(result["stats"][0]["lufs_median"])
