@@ -177,7 +177,7 @@ def test_incremental_rerun_and_interrupted_run(tmp_path):
     first = data.prepare([src], out, settings=SETTINGS, progress=False)
     assert (first.encoded, first.reused) == (4, 0)
     again = data.prepare([src], out, settings=SETTINGS, progress=False)
-    assert (again.encoded, again.reused) == (0, 4)
+    assert (again.encoded, again.reused, again.decoded) == (0, 4, 0)
 
     wav(src / "kit" / "hit2.wav", hit(99))  # one source changes
     changed = data.prepare([src], out, settings=SETTINGS, progress=False)
@@ -218,6 +218,15 @@ def test_duplicates_are_the_same_audio_not_the_same_bytes(tmp_path):
     rejected = read_json(out / "rejected.json")["rejected"]
     assert report.accepted == 2 and [r["reason"] for r in rejected] == ["duplicate"]
     assert rejected[0]["path"] == "src/b/snare copy.flac" and rejected[0]["duplicate_of"] == "src/a/snare.wav"
+    again = data.prepare([src], out, classes="folders", settings=SETTINGS, progress=False)
+    assert (again.decoded, again.reused, again.rejected) == (0, 2, {"duplicate": 1})  # duplicates are cached
+    (src / "a" / "snare.wav").unlink()  # the original goes: its duplicate takes its place
+    after = data.prepare([src], out, classes="folders", settings=SETTINGS, progress=False)
+    assert (after.accepted, after.encoded, after.decoded, after.rejected) == (2, 1, 1, {})
+    assert {it["source"] for it in read_json(out / "manifest.json")["items"]} == {
+        "src/b/snare copy.flac",
+        "src/b/other.wav",
+    }
 
 
 def test_classes_folders_and_none(tmp_path):

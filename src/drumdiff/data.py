@@ -434,6 +434,7 @@ class PrepareReport:
     accepted: int = 0
     encoded: int = 0  # files decoded and written this run
     reused: int = 0  # files kept from the previous run
+    decoded: int = 0  # inputs decoded this run (encoded ones and new rejections)
     per_class_split: dict[str, dict[str, int]] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
     ignored_non_audio: int = 0
@@ -447,7 +448,8 @@ class PrepareReport:
     def summary(self) -> str:
         """A few human-readable lines: counts per class and split, per rejection reason, speed."""
         lines = [
-            f"prepared {self.out}: {self.accepted} accepted ({self.encoded} encoded, {self.reused} reused)"
+            f"prepared {self.out}: {self.accepted} accepted ({self.encoded} encoded, {self.reused} reused; "
+            f"{self.decoded} inputs decoded)"
         ]
         splits = ("train", "val")
         lines.append(f"  {'class':<14}" + "".join(f"{s:>8}" for s in splits))
@@ -564,40 +566,53 @@ def prepare(
             candidates.append(_item(source, reused, reused["path"]))
             continue
         cached = prev_rejected.get(source.path)
-        if cached and cached.get("reason") in _CONTENT_REASONS and _same_stat(source.path, cached):
-            rejected.append(cached)
-            continue
+        if cached and _same_stat(source.path, cached):
+            if cached.get("reason") in _CONTENT_REASONS:
+                rejected.append(cached)
+                continue
+            if cached.get("reason") == "duplicate" and cached.get("audio_sha1"):
+                # Its audio is known: decode it again only if the file it duplicated is gone.
+                candidates.append({**cached, "source": source.display, "pending": source})
+                continue
         jobs.append((source, str(out / STAGING / output_name(source))))
 
     report = PrepareReport(out=out, inputs=len(found), ignored_non_audio=ignored)
-    results = _run_jobs(jobs, settings, workers=workers, progress=progress)
-    for (source, staged), result in zip(jobs, results, strict=True):
-        if result["ok"]:
-            result["staged"] = staged
-            candidates.append(_item(source, result, None))
-        else:
-            extra = {k: result[k] for k in ("source_size", "source_mtime_ns") if k in result}
-            rejected.append(_rejection(source, result["reason"], result["detail"], **extra))
 
-    # Duplicates: the same fitted audio; the first by source path is kept, before splitting.
-    candidates.sort(key=lambda it: it["source"])
-    kept: dict[str, dict[str, Any]] = {}
-    items: list[dict[str, Any]] = []
-    for item in candidates:
-        first = kept.get(item["audio_sha1"])
-        if first is not None:
-            rejected.append(
-                {
-                    "path": item["source"],
-                    "source_path": item["source_path"],
-                    "reason": "duplicate",
-                    "detail": f"{item['source']}: same audio as {first['source']}",
-                    "duplicate_of": first["source"],
-                }
-            )
-            continue
-        kept[item["audio_sha1"]] = item
-        items.append(item)
+    def run(batch: list[tuple[Source, str]]) -> None:
+        report.decoded += len(batch)
+        for (source, staged), result in zip(
+            batch, _run_jobs(batch, settings, workers=workers, progress=progress), strict=True
+        ):
+            if result["ok"]:
+                candidates.append(_item(source, {**result, "staged": staged}, None))
+            else:
+                extra = {k: result[k] for k in ("source_size", "source_mtime_ns") if k in result}
+                rejected.append(_rejection(source, result["reason"], result["detail"], **extra))
+
+    run(jobs)
+    items, duplicates = _remove_duplicates(candidates)
+    pending = [item["pending"] for item in items if "pending" in item]
+    if pending:  # cached duplicates whose original went away: now they are needed
+        needed = {source.path for source in pending}
+        candidates = [
+            item for item in candidates if "pending" not in item or item["source_path"] not in needed
+        ]
+        run([(source, str(out / STAGING / output_name(source))) for source in pending])
+        items, duplicates = _remove_duplicates(candidates)
+    for item in duplicates:
+        item.pop("pending", None)
+        rejected.append(
+            {
+                "path": item["source"],
+                "source_path": item["source_path"],
+                "reason": "duplicate",
+                "detail": f"{item['source']}: same audio as {item['duplicate_of']}",
+                "duplicate_of": item["duplicate_of"],
+                "audio_sha1": item["audio_sha1"],
+                "source_size": item.get("source_size"),
+                "source_mtime_ns": item.get("source_mtime_ns"),
+            }
+        )
 
     # Place the files: new ones from staging, reused ones moved when their class changed.
     for item in items:
@@ -647,6 +662,22 @@ def prepare(
     if not items:
         raise DrumdiffError(f"no file was accepted from {', '.join(map(str, sources))}; see {out / REJECTED}")
     return report
+
+
+def _remove_duplicates(
+    candidates: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(kept, duplicates): the first item by source path of each fitted audio is kept; each duplicate gets
+    `duplicate_of`. This runs before splitting, so a sample shared by two kits cannot land in both splits."""
+    kept: dict[str, dict[str, Any]] = {}
+    duplicates: list[dict[str, Any]] = []
+    for item in sorted(candidates, key=lambda it: it["source"]):
+        first = kept.get(item["audio_sha1"])
+        if first is None:
+            kept[item["audio_sha1"]] = item
+        else:
+            duplicates.append({**item, "duplicate_of": first["source"]})
+    return list(kept.values()), duplicates
 
 
 def _rejection(source: Source, reason: str, detail: str, **extra: Any) -> dict[str, Any]:
