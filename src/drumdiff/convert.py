@@ -13,6 +13,7 @@ from torch import Tensor
 
 from drumdiff.config import ModelConfig
 from drumdiff.errors import ModelFileError
+from drumdiff.modelfile import check_state_dict
 
 # The original wraps its U-Net as TimeConditioningPlugin's Module([embedder, mlp, net]).
 _EMBEDDER = "blocks.0."
@@ -99,54 +100,34 @@ def original_key_map(config: ModelConfig) -> dict[str, str]:
 ORIGINAL_ALIASES = {f"{_MLP}1.0.weight": f"{_MLP}0.0.weight", f"{_MLP}1.0.bias": f"{_MLP}0.0.bias"}
 
 
-def _expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Original name -> shape, from a drumdiff network of this layout built on the meta device."""
+def _expected_tensors(config: ModelConfig) -> dict[str, Tensor]:
+    """Original name -> a shape-only (meta) tensor, from a drumdiff network of this layout."""
     import torch
 
     from drumdiff.nn.unet1d import UNet1d
 
     with torch.device("meta"):
         ours = UNet1d(config).state_dict()
-    shapes = {theirs: tuple(ours[name].shape) for name, theirs in original_key_map(config).items()}
+    expected = {theirs: ours[name] for name, theirs in original_key_map(config).items()}
     for alias, name in ORIGINAL_ALIASES.items():
-        shapes[alias] = shapes[name]
-    return shapes
-
-
-def _list(names: list[str], limit: int = 8) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
+        expected[alias] = expected[name]
+    return expected
 
 
 def map_original_unet_state_dict(
-    state_dict: dict[str, Tensor], *, config: ModelConfig | None = None
+    state_dict: dict[str, Tensor], *, config: ModelConfig | None = None, source: str = "UNetV0 weights"
 ) -> dict[str, Tensor]:
     """An original `UNetV0` state_dict (keys relative to the UNetV0) -> a `UNet1d` state_dict.
 
     `config` is the layout to expect (default: the `seed` preset, the original tiny-audio-diffusion layout).
-    Raises ModelFileError naming the missing, extra and mis-shaped tensors when the weights do not fit it.
+    Raises ModelFileError (its message starting with `source`) naming the missing, extra and mis-shaped
+    tensors when the weights do not fit that layout.
     """
     config = config if config is not None else ModelConfig()
     if config.num_classes:
         raise ValueError("the original network is unconditional: use a config with num_classes=0")
-    expected = _expected_shapes(config)
-    missing = [name for name in expected if name not in state_dict]
-    extra = [name for name in state_dict if name not in expected]
-    misshaped = [
-        f"{name} {list(state_dict[name].shape)} (expected {list(shape)})"
-        for name, shape in expected.items()
-        if name in state_dict and tuple(state_dict[name].shape) != shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing: {_list(missing)}")
-    if extra:
-        problems.append(f"{len(extra)} unexpected: {_list(extra)}")
-    if misshaped:
-        problems.append(f"{len(misshaped)} with the wrong shape: {_list(misshaped)}")
-    if problems:
-        raise ModelFileError("the weights are not the expected UNetV0 layout; tensors " + "; ".join(problems))
+    check_state_dict(_expected_tensors(config), state_dict, source=source)
     for alias, name in ORIGINAL_ALIASES.items():
         if not state_dict[alias].equal(state_dict[name]):
-            raise ModelFileError(f"{alias} differs from {name}; the original stores one shared layer there")
+            raise ModelFileError(f"{source}: {alias} differs from {name}, which the original shares with it")
     return {ours: state_dict[theirs] for ours, theirs in original_key_map(config).items()}
