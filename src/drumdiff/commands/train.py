@@ -1,0 +1,122 @@
+"""`drumdiff train` and `drumdiff export`: argparse only; Lightning is imported inside the handlers."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `train` and `export` sub-commands."""
+    p = subparsers.add_parser(
+        "train",
+        help="train or fine-tune a model on a folder made by `drumdiff data prepare`",
+        description="Train a diffusion model on a prepared folder (PyTorch Lightning). More than one class "
+        "gives a class-conditional model. Unset flags take the defaults, or on --resume the run's own settings.",
+    )
+    p.add_argument("data_dir", metavar="DATA_DIR", type=Path, help="folder made by `drumdiff data prepare`")
+    p.add_argument(
+        "--run-dir", required=True, type=Path, help="folder for checkpoints, previews, logs, config.json"
+    )
+    p.add_argument("--preset", help="model layout: seed, small (default), tiny, or a .json file")
+    p.add_argument("--max-steps", type=int, help="optimizer steps to train in total (default 20000)")
+    p.add_argument("--batch-size", type=int, help="clips per device per micro-batch (default 8)")
+    p.add_argument("--accumulate", type=int, help="micro-batches per optimizer step (default 1)")
+    p.add_argument(
+        "--precision", choices=("32", "16-mixed", "bf16-mixed"), help="numeric precision (default 32)"
+    )
+    p.add_argument(
+        "--grad-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="recompute activations in backward: less memory, about a third more compute (default off)",
+    )
+    p.add_argument("--lr", type=float, help="peak AdamW learning rate after warm-up (default 1e-4)")
+    p.add_argument("--seed", type=int, help="seed of weights, data order and noise (default 0)")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        help="steps between checkpoints to RUN/checkpoints/last.ckpt (default: ~5 min)",
+    )
+    p.add_argument(
+        "--preview-every",
+        type=int,
+        help="steps between preview clips in RUN/previews (default: ~15 min; -1 never)",
+    )
+    p.add_argument(
+        "--devices", type=int, help="devices (GPUs, or CPU processes with ddp) per node (default 1)"
+    )
+    p.add_argument("--strategy", choices=("auto", "ddp"), help="distribution strategy (default auto)")
+    p.add_argument("--num-nodes", type=int, help="machines taking part (default 1); see docs/training.md")
+    p.add_argument("--resume", action="store_true", help="continue RUN from RUN/checkpoints/last.ckpt")
+    p.add_argument("--init-from", metavar="MODEL", help="fine-tune from a .safetensors model file")
+    p.add_argument(
+        "--logger",
+        choices=("tensorboard", "wandb", "csv", "none"),
+        help="where metrics and previews go (default tensorboard, offline, in RUN/logs)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        metavar="SIZE",
+        help="e.g. 2GB: probe real steps and choose batch size, accumulation, precision and checkpointing",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="delete RUN's checkpoints, previews and logs first"
+    )
+    p.set_defaults(func=run_train)
+
+    e = subparsers.add_parser(
+        "export",
+        help="write a run's EMA weights as a .safetensors model file",
+        description="Export the EMA weights of a run (or a .ckpt) with config, class names and provenance.",
+    )
+    e.add_argument("source", metavar="RUN_OR_CKPT", type=Path, help="a run folder or a training checkpoint")
+    e.add_argument("out", metavar="OUT.safetensors", type=Path, help="model file to write")
+    e.add_argument(
+        "--fp16", action=argparse.BooleanOptionalAction, default=False, help="store weights as fp16"
+    )
+    e.set_defaults(func=run_export)
+
+
+OVERRIDE_FLAGS = (
+    "preset",
+    "max_steps",
+    "batch_size",
+    "accumulate",
+    "precision",
+    "grad_checkpointing",
+    "lr",
+    "seed",
+    "checkpoint_every",
+    "preview_every",
+    "devices",
+    "strategy",
+    "num_nodes",
+    "logger",
+)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Handler of `drumdiff train`."""
+    from drumdiff.training import TrainRequest, train
+
+    request = TrainRequest(
+        data_dir=args.data_dir,
+        run_dir=args.run_dir,
+        overrides={name: getattr(args, name) for name in OVERRIDE_FLAGS},
+        resume=args.resume,
+        overwrite=args.overwrite,
+        init_from=args.init_from,
+        memory_budget=args.memory_budget,
+    )
+    train(request)
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Handler of `drumdiff export`."""
+    from drumdiff.training import export_model
+
+    out = export_model(args.source, args.out, fp16=args.fp16)
+    print(out)
+    return 0

@@ -1,0 +1,373 @@
+"""Training: the end-to-end run through the real CLI (kill, resume, export, generate) and each bad input.
+
+Tiny preset, 2048-sample clips written to tmp_path, CPU. Subprocesses run `python -m drumdiff` (or a small
+driver that patches `drumdiff.training` before calling the CLI, to kill the process at a chosen moment).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from drumdiff.cli import main
+
+LENGTH = 2048
+STEPS = 6
+TRAIN_FLAGS = ["--preset", "tiny", "--batch-size", "2", "--checkpoint-every", "2", "--logger", "csv"]
+
+# Patches drumdiff.training, then runs the CLI. argv: MODE KILL_STEP drumdiff-args...
+# MODE "after": SIGKILL right after the checkpoint of step >= KILL_STEP is on disk;
+# MODE "during": SIGKILL half-way through writing the checkpoint of step >= KILL_STEP.
+DRIVER = """
+import io, os, signal, sys
+import drumdiff.training as training
+from drumdiff.cli import main
+
+mode, kill_step = sys.argv[1], int(sys.argv[2])
+if mode == "after":
+    write = training.write_checkpoint
+    def write_then_die(path, state):
+        write(path, state)
+        if state["step"] >= kill_step:
+            os.kill(os.getpid(), signal.SIGKILL)
+    training.write_checkpoint = write_then_die
+else:
+    serialize = training._serialize
+    def die_mid_write(obj, file):
+        if obj["step"] >= kill_step:
+            buffer = io.BytesIO()
+            serialize(obj, buffer)
+            file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+            file.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        serialize(obj, file)
+    training._serialize = die_mid_write
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> object:
+    """Tiny models run fastest on one thread (and do not stall when other jobs share the cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _write_clips(folder: Path, classes: dict[str, int], *, seed: int = 0) -> Path:
+    """Decaying noise bursts, one folder per class (different colours so the classes differ)."""
+    rng = np.random.default_rng(seed)
+    for k, (name, count) in enumerate(classes.items()):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            n = LENGTH + int(rng.integers(0, 500))
+            env = np.exp(-np.arange(n) / (150 + 200 * k))
+            noise = rng.standard_normal((n, 2)).cumsum(0) * 0.05 if k % 2 else rng.standard_normal((n, 2))
+            clip = 0.5 * env[:, None] * noise / (np.abs(noise).max() + 1e-9)
+            sf.write(folder / name / f"{name}_{i:02d}.wav", clip.astype(np.float32), 44100)
+    return folder
+
+
+def _prepare(tmp: Path, classes: dict[str, int], *, name: str = "data") -> Path:
+    src = _write_clips(tmp / f"{name}-src", classes)
+    out = tmp / name
+    mode = "folders" if len(classes) > 1 else "none"
+    args = ["data", "prepare", str(src), "--out", str(out), "--classes", mode, "--length", str(LENGTH)]
+    assert main([*args, "--workers", "1", "--no-progress"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def data2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A prepared two-class folder (kick, snare), shared by the tests of this module."""
+    return _prepare(tmp_path_factory.mktemp("data2"), {"kick": 8, "snare": 8})
+
+
+def _cli(
+    *args: str, driver: tuple[str, int] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    if driver is None:
+        cmd = [sys.executable, "-m", "drumdiff", *args]
+    else:
+        cmd = [sys.executable, "-c", DRIVER, driver[0], str(driver[1]), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def _ckpt(run: Path) -> dict:
+    return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    for part in ("model", "ema"):
+        assert a[part].keys() == b[part].keys()
+        for key in a[part]:
+            assert torch.equal(a[part][key], b[part][key]), f"{part}.{key} differs"
+    state_a, state_b = a["optimizer"]["state"], b["optimizer"]["state"]
+    for key in state_a:
+        for name in state_a[key]:
+            assert torch.equal(state_a[key][name], state_b[key][name]), f"optimizer {key}.{name} differs"
+
+
+def test_end_to_end_kill_resume_export_generate(tmp_path: Path, data2: Path) -> None:
+    """prepare -> train; SIGKILL after a checkpoint and during one -> resume == uninterrupted -> export -> generate."""
+    # The real `data prepare` command, as a user runs it.
+    src = _write_clips(tmp_path / "src", {"kick": 6, "hat": 6}, seed=1)
+    data = tmp_path / "data"
+    done = _cli(
+        "data",
+        "prepare",
+        str(src),
+        "--out",
+        str(data),
+        "--classes",
+        "folders",
+        "--length",
+        str(LENGTH),
+        "--workers",
+        "1",
+        "--no-progress",
+    )
+    assert done.returncode == 0, done.stderr
+
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    steps = ["--max-steps", str(STEPS)]
+    done = _cli("train", str(data), "--run-dir", str(straight), *TRAIN_FLAGS, *steps, "--preview-every", "6")
+    assert done.returncode == 0, done.stderr
+    assert (straight / "config.json").is_file()
+    assert sorted(p.name for p in (straight / "previews").glob("*.png")) == ["step-0000006.png"]
+    assert len(list((straight / "previews" / "step-0000006").glob("*.wav"))) == 4
+
+    # Killed right after the step-2 checkpoint landed.
+    killed = _cli(
+        "train",
+        str(data),
+        "--run-dir",
+        str(broken),
+        *TRAIN_FLAGS,
+        *steps,
+        "--preview-every",
+        "-1",
+        driver=("after", 2),
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert _ckpt(broken)["step"] == 2
+
+    # Without --resume or --overwrite the run folder is refused.
+    refused = _cli("train", str(data), "--run-dir", str(broken), *TRAIN_FLAGS, *steps)
+    assert refused.returncode == 2
+    assert "--resume" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+
+    # Resumed, then killed half-way through writing the step-4 checkpoint: step 2 stays loadable.
+    killed = _cli("train", str(data), "--run-dir", str(broken), "--resume", *steps, driver=("during", 4))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert _ckpt(broken)["step"] == 2
+    assert list((broken / "checkpoints").glob(".*.tmp-*")), "the half-written temp file should be left over"
+
+    done = _cli("train", str(data), "--run-dir", str(broken), "--resume", *steps, "--preview-every", "-1")
+    assert done.returncode == 0, done.stderr
+    assert not list((broken / "checkpoints").glob(".*.tmp-*"))
+    a, b = _ckpt(straight), _ckpt(broken)
+    assert a["step"] == b["step"] == STEPS
+    _assert_same_weights(a, b)
+    assert [row[0] for row in b["val_history"]] == [0, 2, 4, 6]
+    assert a["val_history"] == b["val_history"]
+
+    model = tmp_path / "model.safetensors"
+    done = _cli("export", str(broken), str(model), "--fp16")
+    assert done.returncode == 0, done.stderr
+    from drumdiff.modelfile import read_metadata
+
+    meta = read_metadata(model)
+    assert meta["class_names"] == ["hat", "kick"] and meta["provenance"]["step"] == STEPS
+    assert meta["dtype"] == "float16"
+
+    out = tmp_path / "gen"
+    done = _cli(
+        "generate",
+        "kick",
+        "--model",
+        str(model),
+        "-n",
+        "2",
+        "--steps",
+        "4",
+        "--seed",
+        "1",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--no-plot",
+        "--device",
+        "cpu",
+    )
+    assert done.returncode == 0, done.stderr
+    wavs = sorted(out.rglob("*.wav"))
+    assert len(wavs) == 2
+    audio, rate = sf.read(wavs[0])
+    assert rate == 44100 and audio.shape == (LENGTH, 2) and np.isfinite(audio).all()
+
+
+def _train(data: Path, run: Path, *extra: str, steps: int = 2) -> int:
+    args = ["train", str(data), "--run-dir", str(run), *TRAIN_FLAGS, "--max-steps", str(steps)]
+    return main([*args, "--preview-every", "-1", "--logger", "none", *extra])
+
+
+def _error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    return err[-1] if err else ""
+
+
+def test_empty_and_unprepared_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert _train(tmp_path / "empty", tmp_path / "run") == 2
+    assert "empty" in _error(capsys)
+    raw = _write_clips(tmp_path / "raw", {"kick": 2})
+    assert _train(raw, tmp_path / "run") == 2
+    message = _error(capsys)
+    assert "data prepare" in message and str(raw) in message
+
+
+def test_missing_data_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _train(tmp_path / "nope", tmp_path / "run") == 2
+    message = _error(capsys)
+    assert str(tmp_path / "nope") in message and "does not exist" in message
+
+
+def test_batch_larger_than_dataset(tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _train(data2, tmp_path / "run", "--batch-size", "500") == 2
+    message = _error(capsys)
+    assert "batch size 500" in message and "--batch-size" in message
+
+
+def test_resume_without_checkpoint(tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _train(data2, tmp_path / "run", "--resume") == 2
+    assert "last.ckpt does not exist" in _error(capsys)
+
+
+def test_init_from_other_layout_is_refused(
+    tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from drumdiff.config import load_preset
+    from drumdiff.modelfile import save_model_file
+    from drumdiff.nn.unet1d import UNet1d
+
+    other = load_preset("tiny").replace(channels=(8, 16, 16, 48), length=LENGTH)
+    path = tmp_path / "other.safetensors"
+    save_model_file(path, state_dict=UNet1d(other).state_dict(), config=other, class_names=[], provenance={})
+    assert _train(data2, tmp_path / "run", "--init-from", str(path)) == 2
+    message = _error(capsys)
+    assert "other.safetensors" in message and "levels.2" in message and "mismatching" in message
+
+
+def test_init_from_unconditional_on_classes(
+    tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unconditional model fine-tunes on a two-class folder: its weights load, class embeddings start fresh."""
+    from drumdiff.config import load_preset
+    from drumdiff.modelfile import save_model_file
+    from drumdiff.nn.unet1d import UNet1d
+
+    plain = load_preset("tiny").replace(length=LENGTH)
+    torch.manual_seed(3)
+    source = UNet1d(plain).state_dict()
+    path = tmp_path / "plain.safetensors"
+    save_model_file(path, state_dict=source, config=plain, class_names=[], provenance={})
+    run = tmp_path / "run"
+    assert _train(data2, run, "--init-from", str(path), "--max-steps", "1", "--lr", "0") == 0
+    assert "start fresh" in capsys.readouterr().err
+    state = _ckpt(run)
+    assert state["model_config"]["num_classes"] == 2
+    for key, value in source.items():
+        assert torch.equal(state["model"][key], value), key  # lr 0: still the file's weights
+
+
+def test_disk_full_during_checkpoint(
+    tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import drumdiff.training as training
+
+    serialize = training._serialize
+
+    def fill_disk(obj: dict, file) -> None:
+        if obj["step"] >= 2:
+            file.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        serialize(obj, file)
+
+    monkeypatch.setattr(training, "_serialize", fill_disk)
+    run = tmp_path / "run"
+    assert _train(data2, run, "--checkpoint-every", "1", steps=3) == 2
+    message = _error(capsys)
+    assert "disk is full" in message and "last.ckpt" in message and "kept" in message
+    assert training.load_checkpoint(run / "checkpoints" / "last.ckpt")["step"] == 1
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]
+
+
+def test_repeated_nan_loss_stops(
+    tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import drumdiff.training as training
+
+    real = training.v_loss
+
+    def poisoned(net, x0, noise, t, *, class_id=None):
+        loss = real(net, x0, noise, t, class_id=class_id)
+        return loss * math.nan if net.training else loss
+
+    monkeypatch.setattr(training, "v_loss", poisoned)
+    run = tmp_path / "run"
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        assert _train(data2, run, "--checkpoint-every", "1", steps=20) == 2
+    message = _error(capsys)
+    assert "non-finite" in message and "in a row" in message
+
+
+def test_stream_sampler_splits_one_global_order() -> None:
+    """Two ranks at batch 2 see exactly the positions and clips of one process at batch 4."""
+    from drumdiff.training import StreamBatchSampler
+
+    def take(sampler: StreamBatchSampler, n: int) -> list:
+        it = iter(sampler)
+        return [next(it) for _ in range(n)]
+
+    one = take(StreamBatchSampler(10, batch_size=4, seed=5), 6)
+    r0 = take(StreamBatchSampler(10, batch_size=2, seed=5, rank=0, world=2), 6)
+    r1 = take(StreamBatchSampler(10, batch_size=2, seed=5, rank=1, world=2), 6)
+    assert [a + b for a, b in zip(r0, r1, strict=True)] == one
+    resumed = take(StreamBatchSampler(10, batch_size=4, seed=5, start_batch=3), 3)
+    assert resumed == one[3:]
+    for epoch in range(2):  # each epoch is a permutation
+        assert sorted(i for batch in one for i, p in batch if p // 10 == epoch) == list(range(10))
+
+
+def test_parse_size() -> None:
+    from drumdiff.errors import DrumdiffError
+    from drumdiff.training import parse_size
+
+    assert parse_size("2GB") == parse_size("2GiB") == 2 * 1024**3
+    assert parse_size("800MB") == 800 * 1024**2 and parse_size("1024") == 1024
+    with pytest.raises(DrumdiffError, match="lots"):
+        parse_size("lots")
+
+
+def test_memory_budget_probes_on_cpu(tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A generous budget keeps the target batch without checkpointing; the choice and its reason are printed."""
+    run = tmp_path / "run"
+    assert _train(data2, run, "--memory-budget", "64GB", "--batch-size", "4", steps=1) == 0
+    err = capsys.readouterr().err
+    assert "memory probe: batch 4" in err and "chose batch 4 x accumulate 1" in err
+    record = json.loads((run / "config.json").read_text())
+    assert record["train"]["batch_size"] == 4 and record["memory_choice"]["grad_checkpointing"] is False
