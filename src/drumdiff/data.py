@@ -18,12 +18,14 @@ import multiprocessing
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 import unicodedata
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -752,28 +754,32 @@ def _run_jobs(
     results: list[dict[str, Any] | None] = [None] * len(tasks)
     bar = tqdm(total=len(tasks), desc="prepare", unit="file", disable=not progress or not tasks)
     try:
-        if workers <= 1 or len(tasks) <= 1:
-            threads = torch.get_num_threads()
-            torch.set_num_threads(1)  # clips are small: threading costs more than it gains (and contends)
+        if workers > 1 and len(tasks) > 1:
+            context = multiprocessing.get_context("spawn")
             try:
-                for i, task in enumerate(tasks):
+                with concurrent.futures.ProcessPoolExecutor(
+                    max_workers=workers, mp_context=context, initializer=_init_worker
+                ) as pool:
+                    futures = {pool.submit(_safe_process, task): i for i, task in enumerate(tasks)}
+                    try:
+                        for future in concurrent.futures.as_completed(futures):
+                            results[futures[future]] = future.result()
+                            bar.update()
+                    except BaseException:
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        raise
+            except BrokenProcessPool as error:
+                tqdm.write(f"worker processes failed ({error}); going on in this process", file=sys.stderr)
+        # One process (or what a broken pool left): one torch thread, as clips are too small to split.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for i, task in enumerate(tasks):
+                if results[i] is None:
                     results[i] = _safe_process(task)
                     bar.update()
-            finally:
-                torch.set_num_threads(threads)
-        else:
-            context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(
-                max_workers=workers, mp_context=context, initializer=_init_worker
-            ) as pool:
-                futures = {pool.submit(_safe_process, task): i for i, task in enumerate(tasks)}
-                try:
-                    for future in concurrent.futures.as_completed(futures):
-                        results[futures[future]] = future.result()
-                        bar.update()
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+        finally:
+            torch.set_num_threads(threads)
     finally:
         bar.close()
     return [r for r in results if r is not None]
