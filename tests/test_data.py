@@ -161,6 +161,20 @@ def test_cli_exit_codes_and_read_only_output(tmp_path, monkeypatch, capsys):
     assert code == 2 and "locked is not writable" in capsys.readouterr().err
 
 
+def test_odd_names_and_output_inside_the_source(tmp_path):
+    src = tmp_path / "src"
+    wav(src / "a.wav", hit(1))
+    with open(os.path.join(os.fsencode(src), b"caf\xe9 latin-1.wav"), "wb") as f:  # not valid UTF-8
+        f.write((src / "a.wav").read_bytes()[:44] + (wav(tmp_path / "b.wav", hit(2)).read_bytes()[44:]))
+    out = src / "prepared"  # inside SRC: never imported as input
+    for _ in range(2):
+        report = data.prepare([src], out, settings=SETTINGS, progress=False)
+        assert report.accepted == 2 and report.inputs == 2
+    names = {os.path.basename(it["source"]) for it in read_json(out / "manifest.json")["items"]}
+    assert names == {"a.wav", "caf\udce9 latin-1.wav"}
+    assert len(data.PreparedDataset(out, split="all", progress=False)) == 2
+
+
 def test_refuses_a_foreign_non_empty_output_folder(tmp_path):
     wav(tmp_path / "src" / "a.wav", hit(1))
     (tmp_path / "mine").mkdir()
@@ -301,6 +315,15 @@ def test_hydrogen_kit_classes_provenance_and_mapping(tmp_path):
     assert item["group"] == "Tiny Kit" and item["split"] == data.split_for_group("Tiny Kit")
     assert item["provenance"]["license"] == "CC0" and item["provenance"]["author"] == "Tester"
     assert reasons(out) == {"stray.wav": "not in a Hydrogen kit", "missing.wav": "missing"}
+    broken = tmp_path / "kits" / "broken"  # a second kit with a broken drumkit.xml does not stop the run
+    wav(broken / "snare.wav", hit(50))
+    (broken / "drumkit.xml").write_text("<drumkit_info><name>Broken</name><instrumentList>")
+    report = data.prepare([tmp_path / "kits"], out, classes="hydrogen", settings=SETTINGS, progress=False)
+    assert report.accepted == 5 and report.decoded == 0
+    [entry] = [
+        r for r in read_json(out / "rejected.json")["rejected"] if r["path"].endswith("broken/snare.wav")
+    ]
+    assert entry["reason"] == "not in a Hydrogen kit" and "cannot parse" in entry["detail"]
 
     mapping = tmp_path / "map.json"
     mapping.write_text(json.dumps({"low": ["kick"], "metal": ["hh", "bell"]}))

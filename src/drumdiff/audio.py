@@ -144,7 +144,8 @@ def decode(path: str | os.PathLike) -> Decoded:
     path = Path(path)
     _check_path(path)
     try:
-        handle = sf.SoundFile(str(path))
+        # Bytes on POSIX, so that a file name which is not valid UTF-8 still opens.
+        handle = sf.SoundFile(os.fsencode(path) if os.name == "posix" else str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as error:
         raise AudioDecodeError(path, "not audio", f"not a readable audio file ({_short(error)})") from error
     blocks: list[np.ndarray] = []

@@ -106,7 +106,7 @@ class PrepareSettings:
 
 def split_for_group(group: str) -> Split:
     """The one train/val rule: "val" when the SHA-1 of the group name falls in the last 10% of its range."""
-    digest = hashlib.sha1(group.encode("utf-8")).digest()
+    digest = hashlib.sha1(group.encode("utf-8", "surrogateescape")).digest()  # any file name hashes
     position = int.from_bytes(digest[:8], "big") / 2**64  # uniform in [0, 1)
     return "val" if position >= 1.0 - VAL_FRACTION else "train"
 
@@ -125,6 +125,7 @@ class Source:
     class_name: str | None = None
     reject: str | None = None
     provenance: dict[str, str] = field(default_factory=dict)
+    detail: str = ""  # more about `reject`, when there is more to say
 
 
 def _is_audio_name(name: str) -> bool:
@@ -249,9 +250,15 @@ def find_sources(
         base = top.parent
         files = [top] if top.is_file() else list(_walk(top, skip=skip_real))
         kit_files: dict[str, KitSample] = {}
+        broken_kits: dict[str, str] = {}  # folder -> why its drumkit.xml could not be read
         if classes == "hydrogen":
             for xml in (f for f in files if f.name == "drumkit.xml"):
-                for sample in read_hydrogen_kit(xml):
+                try:
+                    samples = read_hydrogen_kit(xml)
+                except DrumdiffError as error:  # one broken kit must not stop the others
+                    broken_kits[str(xml.parent)] = str(error)
+                    continue
+                for sample in samples:
                     kit_files.setdefault(os.path.abspath(sample.path), sample)
         for file in files:
             key = os.path.abspath(file)
@@ -279,7 +286,8 @@ def find_sources(
                 reject = None if class_name else "no class"
                 found[key] = Source(key, display, sample.kit, class_name, reject, provenance)
             else:
-                found[key] = Source(key, display, group, reject="not in a Hydrogen kit")
+                why = next((e for d, e in broken_kits.items() if key.startswith(d + os.sep)), "")
+                found[key] = Source(key, display, group, reject="not in a Hydrogen kit", detail=why)
         for key, sample in kit_files.items():  # listed by a kit but not on disk
             display = Path(os.path.relpath(key, base)).as_posix()
             found.setdefault(key, Source(key, display, sample.kit, reject="missing"))
@@ -298,7 +306,7 @@ def _slug(text: str, limit: int = 60) -> str:
 
 def output_name(source: Source) -> str:
     """`<readable stem>-<8 hex of the source's display path>.flac`: unique, ASCII, stable across machines."""
-    digest = hashlib.sha1(source.display.encode("utf-8")).hexdigest()[:8]
+    digest = hashlib.sha1(source.display.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{_slug(Path(source.display).stem)}-{digest}.flac"
 
 
@@ -471,9 +479,13 @@ def _write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temp file in the same folder, then rename)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, ensure_ascii=False)
-            f.write("\n")
+        text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+        try:
+            encoded = text.encode("utf-8")
+        except UnicodeEncodeError:  # a file name that is not valid UTF-8: escape it (\udcxx reads back)
+            encoded = (json.dumps(data, indent=1) + "\n").encode("ascii")
+        with os.fdopen(fd, "wb") as f:
+            f.write(encoded)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -560,7 +572,11 @@ def prepare(
     for source in found:
         if source.reject:
             rejected.append(
-                _rejection(source, source.reject, f"{source.display}: {REJECT_REASONS[source.reject]}")
+                _rejection(
+                    source,
+                    source.reject,
+                    f"{source.display}: {source.detail or REJECT_REASONS[source.reject]}",
+                )
             )
             continue
         reused = _reuse(source, prev_items.get(source.path), out)
