@@ -43,16 +43,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--normalize", choices=("peak", "lufs", "none"), default="peak", help="loudness normalization"
     )
     prepare.add_argument(
-        "--peak-db", type=float, default=-1.0, help="peak level in dBFS (and the LUFS ceiling)"
+        "--peak-db", type=float, default=-1.0, metavar="DB", help="peak level in dBFS (and the LUFS ceiling)"
     )
-    prepare.add_argument("--lufs", type=float, default=-14.0, help="target loudness with --normalize lufs")
-    prepare.add_argument("--length", type=int, default=None, help="clip length in samples (default 32768)")
-    prepare.add_argument("--sample-rate", type=int, default=None, help="output sample rate (default 44100)")
+    prepare.add_argument(
+        "--lufs", type=float, default=-14.0, metavar="LUFS", help="target loudness with --normalize lufs"
+    )
+    prepare.add_argument("--length", type=int, metavar="N", help="clip length in samples (default 32768)")
+    prepare.add_argument("--sample-rate", type=int, metavar="HZ", help="output sample rate (default 44100)")
     prepare.add_argument(
         "--workers",
         type=int,
-        default=min(2, os.cpu_count() or 1),
-        help="worker processes (spawn); 1 runs in this process",
+        default=min(8, os.cpu_count() or 1),
+        metavar="K",
+        help="worker processes, spawn start method (default: CPU count, at most 8); 1: this process only",
     )
     prepare.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar"
@@ -66,7 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     inspect.add_argument("dir", metavar="DIR", help="a folder written by `drumdiff data prepare`")
     inspect.add_argument("--png", metavar="FILE", help="where to save the grid (default DIR/inspect.png)")
-    inspect.add_argument("--examples", type=int, default=4, help="examples per class in the grid (0: no PNG)")
+    inspect.add_argument(
+        "--examples", type=int, default=4, metavar="N", help="examples per class in the grid (0: no PNG)"
+    )
     inspect.add_argument("--json", action=argparse.BooleanOptionalAction, default=False, help="print JSON")
     inspect.set_defaults(func=_inspect)
 
