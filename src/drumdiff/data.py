@@ -453,7 +453,8 @@ class PrepareReport:
 
     @property
     def files_per_second(self) -> float:
-        return self.inputs / self.seconds if self.seconds > 0 else 0.0
+        """Inputs decoded per second of the whole run (start-up and bookkeeping included)."""
+        return self.decoded / self.seconds if self.seconds > 0 else 0.0
 
     def summary(self) -> str:
         """A few human-readable lines: counts per class and split, per rejection reason, speed."""
@@ -471,7 +472,10 @@ class PrepareReport:
             lines.append(f"    {reason:<24}{count:>6}")
         if self.ignored_non_audio:
             lines.append(f"  ignored {self.ignored_non_audio} files without an audio extension")
-        lines.append(f"  {self.inputs} inputs in {self.seconds:.1f} s ({self.files_per_second:.1f} files/s)")
+        lines.append(
+            f"  {self.inputs} inputs, {self.decoded} decoded, in {self.seconds:.1f} s "
+            f"({self.files_per_second:.1f} decoded files/s)"
+        )
         return "\n".join(lines)
 
 
