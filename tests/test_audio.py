@@ -151,6 +151,17 @@ def test_truncated_wav_decodes_partially(tmp_path):
     assert "2000" in decoded.partial_reason and "500" in decoded.partial_reason
 
 
+def test_truncated_raises_when_partial_is_not_allowed(tmp_path):
+    data = _wav_bytes(tmp_path, 2000)
+    (tmp_path / "cut.wav").write_bytes(data[: 44 + 4 * 500])
+    with pytest.raises(AudioError, match=r"cut\.wav: truncated or damaged: header claims 2000") as info:
+        audio.read(tmp_path / "cut.wav", allow_partial=False)
+    assert info.value.reason == "truncated"
+    (tmp_path / "cut_header.wav").write_bytes(data[:30])  # cut inside the header: nothing to decode
+    with pytest.raises(AudioError, match=r"cut_header\.wav"):
+        audio.read(tmp_path / "cut_header.wav")
+
+
 def test_lying_header_decodes_partially(tmp_path):
     data = bytearray(_wav_bytes(tmp_path, 1000))
     at = data.find(b"data")

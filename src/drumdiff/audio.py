@@ -52,7 +52,8 @@ _BLOCK_FRAMES = 16384  # read in blocks so that a corrupt tail still leaves the 
 class AudioDecodeError(AudioError):
     """An `AudioError` from reading a file, with a short machine-readable `reason`.
 
-    Reasons: "missing", "not a file", "unreadable", "empty", "not audio", "non-finite samples".
+    Reasons: "missing", "not a file", "unreadable", "empty", "not audio", "non-finite samples", and
+    "truncated" (only from `read(..., allow_partial=False)`).
     """
 
     def __init__(self, path: str | os.PathLike, reason: str, detail: str) -> None:
@@ -200,12 +201,15 @@ def _short(error: BaseException) -> str:
     return text[-1] if text else type(error).__name__
 
 
-def read(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
+def read(path: str | os.PathLike, *, allow_partial: bool = True) -> tuple[torch.Tensor, int]:
     """Read an audio file: returns (audio `[C, T]` float32 in [-1, 1] for PCM, sample rate).
 
-    A file that decodes only partly is returned as far as it goes; use `decode` to learn that it was partial.
+    A file that decodes only partly (truncated, lying header) is returned as far as it goes, or raises
+    `AudioError` with `allow_partial=False`; `decode` tells what happened.
     """
     decoded = decode(path)
+    if decoded.partial and not allow_partial:
+        raise AudioDecodeError(path, "truncated", f"truncated or damaged: {decoded.partial_reason}")
     return decoded.audio, decoded.sample_rate
 
 
