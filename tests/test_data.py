@@ -314,6 +314,14 @@ def test_hydrogen_kit_classes_provenance_and_mapping(tmp_path):
     item = manifest["items"][0]
     assert item["group"] == "Tiny Kit" and item["split"] == data.split_for_group("Tiny Kit")
     assert item["provenance"]["license"] == "CC0" and item["provenance"]["author"] == "Tester"
+    old_kit = tmp_path / "old" / "kit"  # no <license>: point at the kit's own notes when there are some
+    old_kit.mkdir(parents=True)
+    (old_kit / "drumkit.xml").write_text(KIT_XML.replace("<license>CC0</license>", ""), encoding="utf-8")
+    assert data.read_hydrogen_kit(old_kit / "drumkit.xml")[0].license == ""
+    (old_kit / "README").write_text("Licence: GPL v2")
+    assert (
+        data.read_hydrogen_kit(old_kit / "drumkit.xml")[0].license == "not stated in drumkit.xml; see README"
+    )
     assert reasons(out) == {"stray.wav": "not in a Hydrogen kit", "missing.wav": "missing"}
     broken = tmp_path / "kits" / "broken"  # a second kit with a broken drumkit.xml does not stop the run
     wav(broken / "snare.wav", hit(50))

@@ -209,6 +209,13 @@ def read_hydrogen_kit(xml_path: str | os.PathLike) -> list[KitSample]:
         raise DrumdiffError(f"cannot parse Hydrogen kit {xml_path}: {error}") from error
     kit = _child_text(root, "name") or xml_path.parent.name
     author, license_ = _child_text(root, "author"), _child_text(root, "license")
+    if not license_:  # older kits: the licence may be in a text file beside drumkit.xml
+        notes = sorted(
+            p.name
+            for p in xml_path.parent.iterdir()
+            if p.is_file() and p.name.upper().startswith(("LICENSE", "LICENCE", "COPYING", "README"))
+        )
+        license_ = f"not stated in drumkit.xml; see {', '.join(notes)}" if notes else ""
     samples: list[KitSample] = []
     for instrument in root.iter():
         if _local(instrument.tag) != "instrument":
