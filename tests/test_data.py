@@ -479,3 +479,23 @@ def test_inspect_writes_stats_and_png(prepared, capsys):
     out = capsys.readouterr().out
     assert "grid.png" in out and "train" in out
     assert math.isfinite(result["stats"][0]["lufs_median"])
+
+
+def test_normalize_modes(tmp_path):
+    src = tmp_path / "src"
+    wav(src / "quiet.wav", hit(1, amplitude=0.05))
+    wav(src / "hot.wav", hit(2) * 10, subtype="FLOAT")
+    lufs = data.PrepareSettings(length=LENGTH, normalize="lufs", lufs=-20.0)
+    data.prepare([src], tmp_path / "lufs", settings=lufs, progress=False)
+    for item in read_json(tmp_path / "lufs" / "manifest.json")["items"]:
+        clip, _ = audio.read(tmp_path / "lufs" / item["path"])
+        # at the target, unless reaching it would push the peak above -1 dBFS
+        assert abs(item["lufs"] - (-20.0)) < 0.1 or abs(audio.peak_db(clip) - (-1.0)) < 0.01
+    raw = data.PrepareSettings(length=LENGTH, normalize="none")
+    data.prepare([src], tmp_path / "raw", settings=raw, progress=False)
+    items = {
+        os.path.basename(it["source"]): it for it in read_json(tmp_path / "raw" / "manifest.json")["items"]
+    }
+    assert items["hot.wav"]["processing"]["clipped"] and items["quiet.wav"]["peak_db"] < -20
+    with pytest.raises(DrumdiffError, match="--normalize"):
+        data.PrepareSettings(normalize="rms")
