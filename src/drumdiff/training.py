@@ -12,6 +12,7 @@ sees exactly the examples, noise and t of one process at batch 2B.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -80,6 +81,7 @@ class TrainConfig:
     preview_steps: int = 20
     val_items: int = 32  # clips of the val split used by the validation loss
     max_bad_steps: int = 5  # non-finite losses in a row that stop the run
+    ema_on_cpu: bool = False  # keep the EMA copy in host memory (chosen by --memory-budget on a GPU)
     num_workers: int = -1  # -1: automatic (0 on CPU, up to 4 spawn workers with a GPU)
     devices: int = 1
     strategy: str = "auto"
@@ -255,11 +257,14 @@ def ema_beta(step: int, *, beta: float, power: float) -> float:
 @torch.no_grad()
 def ema_update(shadow: nn.Module, net: nn.Module, *, decay: float) -> None:
     """shadow <- decay * shadow + (1 - decay) * net, parameters and floating buffers."""
-    shadow_params = [p for p in shadow.parameters()]
-    net_params = [p.detach() for p in net.parameters()]
+    shadow_params = list(shadow.parameters())
+    net_params = [
+        p.detach().to(s.device, non_blocking=False)
+        for s, p in zip(shadow_params, net.parameters(), strict=True)
+    ]
     torch._foreach_lerp_(shadow_params, net_params, 1.0 - decay)
-    for s, b in zip(shadow.buffers(), net.buffers(), strict=True):
-        s.copy_(b)
+    for s_buf, n_buf in zip(shadow.buffers(), net.buffers(), strict=True):
+        s_buf.copy_(n_buf)
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -418,6 +423,8 @@ class DiffusionTrainer(pl.LightningModule):
         )
 
     def on_fit_start(self) -> None:
+        if self.cfg.ema_on_cpu:
+            self.ema_net.to("cpu")
         state = self.resume_state
         if state is None:
             return
@@ -561,7 +568,8 @@ class DiffusionTrainer(pl.LightningModule):
     def validate_now(self) -> None:
         if self.val_history and self.val_history[-1][0] == self.step:
             return
-        ema_val = self.validation_loss(self.ema_net)
+        with self._ema_on_device():
+            ema_val = self.validation_loss(self.ema_net)
         raw_val = self.validation_loss(self.net)
         self.val_history.append([self.step, ema_val, raw_val])
         self.last_val = ema_val
@@ -608,20 +616,12 @@ class DiffusionTrainer(pl.LightningModule):
         from drumdiff.pipeline import DrumPipeline
         from drumdiff.plots import save_clips_png
 
-        cfg = self.cfg
         was_training = self.ema_net.training
         self.ema_net.eval()
-        pipe = DrumPipeline.from_network(self.ema_net, self.model_config, class_names=self.class_names)
-        clips, titles = [], []
-        if self.model_config.conditional:
-            for i in range(cfg.preview_count):
-                name = self.class_names[i % len(self.class_names)]
-                clips.append(pipe.generate(n=1, seed=i, steps=cfg.preview_steps, class_name=name)[0])
-                titles.append(f"{name} (seed {i})")
-        else:
-            out = pipe.generate(n=cfg.preview_count, seed=0, steps=cfg.preview_steps)
-            clips = list(out)
-            titles = [f"seed {i}" for i in range(cfg.preview_count)]
+        with self._ema_on_device(), torch.autocast(self.device.type, enabled=False):
+            clips, titles = self._preview_clips(
+                DrumPipeline.from_network(self.ema_net, self.model_config, class_names=self.class_names)
+            )
         self.ema_net.train(was_training)
         folder = self.run_dir / "previews" / f"step-{self.step:07d}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -635,6 +635,34 @@ class DiffusionTrainer(pl.LightningModule):
         save_clips_png(png, stacked, sample_rate=rate, titles=titles)
         self._log_media(stacked, titles, png)
         return [*paths, png]
+
+    def _preview_clips(self, pipe: Any) -> tuple[list[Tensor], list[str]]:
+        cfg = self.cfg
+        clips, titles = [], []
+        if self.model_config.conditional:
+            for i in range(cfg.preview_count):
+                name = self.class_names[i % len(self.class_names)]
+                clips.append(pipe.generate(n=1, seed=i, steps=cfg.preview_steps, class_name=name)[0])
+                titles.append(f"{name} (seed {i})")
+        else:
+            out = pipe.generate(n=cfg.preview_count, seed=0, steps=cfg.preview_steps)
+            clips = list(out)
+            titles = [f"seed {i}" for i in range(cfg.preview_count)]
+        return clips, titles
+
+    @contextlib.contextmanager
+    def _ema_on_device(self) -> Iterator[None]:
+        """With `ema_on_cpu`, bring the EMA copy to the training device for validation and previews."""
+        if not self.cfg.ema_on_cpu:
+            yield
+            return
+        self.ema_net.to(self.device)
+        try:
+            yield
+        finally:
+            self.ema_net.to("cpu")
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
     def _log_media(self, clips: Tensor, titles: list[str], png: Path) -> None:
         logger = self.logger
@@ -732,6 +760,7 @@ class MemoryChoice:
     limit_bytes: int
     probes: tuple[tuple[int, bool, int | None], ...]  # (batch, checkpointing, peak bytes or None for OOM)
     reason: str
+    ema_on_cpu: bool = False
 
 
 def _peak_rss_reset() -> bool:
@@ -750,6 +779,12 @@ def _peak_rss() -> int:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) * 1024
     raise OSError("VmHWM not found")
+
+
+def _expandable_segments() -> None:
+    """Let the CUDA allocator grow segments in place, so reserved memory stays close to allocated memory."""
+    with contextlib.suppress(Exception):  # a private API: without it, memory is only less compact
+        torch.cuda.memory._set_allocator_settings("expandable_segments:True")
 
 
 def probe_memory(
@@ -775,6 +810,7 @@ def probe_memory(
 
     reasons = []
     if device.type == "cuda":
+        _expandable_segments()
         limit = budget_bytes - CUDA_CONTEXT_BYTES
         if limit <= 0:
             raise DrumdiffError(
@@ -803,16 +839,17 @@ def probe_memory(
 
     torch.manual_seed(0)
     net = UNet1d(model_config).to(device)
-    state: dict[str, Any] = {"net": net, "shadow": _frozen_copy(net)}
+    # On a GPU the EMA copy lives in host memory: it is needed only for validation, previews and export.
+    state: dict[str, Any] = {"net": net, "shadow": _frozen_copy(net).to("cpu")}
     state["opt"] = torch.optim.AdamW(
         net.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
     )
     autocast_dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(precision)
-    scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
     shape = (model_config.audio_channels, model_config.length)
 
     def run_steps(batch: int, checkpointing: bool) -> int | None:
         net, shadow, opt = state["net"], state["shadow"], state["opt"]
+        scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
         net.grad_checkpointing = checkpointing
         try:
             if device.type == "cuda":
@@ -906,6 +943,7 @@ def probe_memory(
         limit_bytes=limit,
         probes=tuple(probes),
         reason="; ".join(reasons),
+        ema_on_cpu=device.type == "cuda",
     )
 
 
@@ -1136,6 +1174,7 @@ def train(
             accumulate=request.overrides.get("accumulate") or memory_choice.accumulate,
             precision=memory_choice.precision,
             grad_checkpointing=memory_choice.grad_checkpointing,
+            ema_on_cpu=memory_choice.ema_on_cpu,
         )
 
     if cfg.batch_size * world > info.num_train:
