@@ -162,6 +162,14 @@ def test_truncated_raises_when_partial_is_not_allowed(tmp_path):
         audio.read(tmp_path / "cut_header.wav")
 
 
+def test_decode_stops_at_max_seconds(tmp_path):
+    path = audio.write(tmp_path / "long.wav", noise(2, 3 * SR, amplitude=0.1), SR, format="wav16")
+    decoded = audio.decode(path, max_seconds=1.0)
+    assert decoded.audio.shape == (2, SR) and decoded.limited and not decoded.partial
+    assert decoded.frames_expected == 3 * SR
+    assert not audio.decode(path, max_seconds=5.0).limited
+
+
 def test_lying_header_decodes_partially(tmp_path):
     data = bytearray(_wav_bytes(tmp_path, 1000))
     at = data.find(b"data")

@@ -73,6 +73,7 @@ class Decoded:
     frames_expected: int  # what the header claims
     partial: bool  # True when fewer frames decoded than the header claims (truncated or lying header)
     partial_reason: str = ""  # human-readable, empty when not partial
+    limited: bool = False  # True when decoding stopped at `max_seconds` (the file is longer, and fine)
 
     @property
     def channels(self) -> int:
@@ -136,9 +137,10 @@ def _wav_claimed_frames(path: Path) -> tuple[int, int] | None:
         return None
 
 
-def decode(path: str | os.PathLike) -> Decoded:
+def decode(path: str | os.PathLike, *, max_seconds: float | None = None) -> Decoded:
     """Decode an audio file to float32 `[C, T]`, keeping what a truncated file still holds.
 
+    `max_seconds` stops decoding early (a one-hour file need not fill memory to make a one-shot).
     Raises `AudioDecodeError` (an `AudioError`) naming the file and the problem: missing, empty, not audio,
     unreadable, no frames, NaN/Inf samples.
     """
@@ -155,7 +157,9 @@ def decode(path: str | os.PathLike) -> Decoded:
         expected = max(int(handle.frames), 0)
         sample_rate, channels = int(handle.samplerate), int(handle.channels)
         fmt, subtype = str(handle.format), str(handle.subtype)
-        while True:
+        limit = math.inf if max_seconds is None else max(1, math.ceil(max_seconds * max(sample_rate, 1)))
+        frames = 0
+        while frames < limit:
             try:
                 block = handle.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)  # (T, C)
             except (sf.LibsndfileError, RuntimeError) as error:
@@ -164,7 +168,11 @@ def decode(path: str | os.PathLike) -> Decoded:
             if len(block) == 0:
                 break
             blocks.append(block)
-    frames = sum(len(b) for b in blocks)
+            frames += len(block)
+    limited = frames >= limit and frames < expected
+    if limited:
+        blocks[-1] = blocks[-1][: len(blocks[-1]) - (frames - int(limit))]
+        frames = int(limit)
     if sample_rate <= 0 or channels <= 0:
         raise AudioDecodeError(path, "not audio", f"invalid header ({sample_rate} Hz, {channels} channels)")
     if frames == 0:
@@ -181,7 +189,7 @@ def decode(path: str | os.PathLike) -> Decoded:
     if claimed is not None and claimed[0] > claimed[1]:
         partial_reason = f"header claims {claimed[0]} frames, file holds {claimed[1]}"
         expected = claimed[0]
-    elif frames < expected:
+    elif frames < expected and not limited:
         partial_reason = f"decoded {frames} of {expected} frames" + (f" ({read_error})" if read_error else "")
     elif read_error:
         partial_reason = f"decode stopped early ({read_error})"
@@ -193,6 +201,7 @@ def decode(path: str | os.PathLike) -> Decoded:
         frames_expected=expected,
         partial=bool(partial_reason),
         partial_reason=partial_reason,
+        limited=limited,
     )
 
 

@@ -47,6 +47,7 @@ MARKER = ".drumdiff-prepare"  # written first, so that a re-run into an interrup
 CACHE_DIR = ".cache"
 SINGLE_CLASS = "drums"  # the one class of --classes none
 VAL_FRACTION = 0.1
+MAX_DECODE_SECONDS = 120.0  # decode at most this much of each input: room for silence before the onset
 
 ClassMode = Literal["none", "folders", "hydrogen"]
 Split = Literal["train", "val"]
@@ -404,7 +405,7 @@ def process_file(job: tuple[str, str, str, PrepareSettings]) -> dict[str, Any]:
     except OSError:
         source_stat = {}
     try:
-        decoded = audio_io.decode(path)
+        decoded = audio_io.decode(path, max_seconds=MAX_DECODE_SECONDS)
     except audio_io.AudioDecodeError as error:
         return {"ok": False, "reason": error.reason, "detail": str(error), **source_stat}
     except AudioError as error:
@@ -412,7 +413,9 @@ def process_file(job: tuple[str, str, str, PrepareSettings]) -> dict[str, Any]:
     original = {
         "sample_rate": decoded.sample_rate,
         "channels": decoded.channels,
-        "duration_s": round(decoded.duration, 6),
+        "duration_s": round(
+            decoded.frames_expected / decoded.sample_rate if decoded.limited else decoded.duration, 6
+        ),
         "format": decoded.format,
         "subtype": decoded.subtype,
     }
