@@ -499,3 +499,31 @@ def test_normalize_modes(tmp_path):
     assert items["hot.wav"]["processing"]["clipped"] and items["quiet.wav"]["peak_db"] < -20
     with pytest.raises(DrumdiffError, match="--normalize"):
         data.PrepareSettings(normalize="rms")
+
+
+def test_interrupted_run_leaves_the_previous_dataset_intact(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    for i in range(3):
+        wav(src / "k" / f"h{i}.wav", hit(100 + i))
+    out = tmp_path / "out"
+    data.prepare([src], out, settings=SETTINGS, progress=False)
+    before = (out / "manifest.json").read_bytes()
+    for i in range(3, 6):
+        wav(src / "k" / f"h{i}.wav", hit(100 + i))
+    real, calls = data.process_file, []
+
+    def interrupted(job):
+        calls.append(job)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the second new file
+        return real(job)
+
+    monkeypatch.setattr(data, "process_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        data.prepare([src], out, settings=SETTINGS, progress=False, workers=1)
+    assert (out / "manifest.json").read_bytes() == before  # the old manifest still describes the old files
+    assert len(data.PreparedDataset(out, split="all", progress=False)) == 3
+    monkeypatch.setattr(data, "process_file", real)
+    report = data.prepare([src], out, settings=SETTINGS, progress=False)
+    assert (report.accepted, report.encoded, report.reused) == (6, 3, 3)
+    assert not (out / data.STAGING).exists() and not list(out.rglob("*.tmp"))
