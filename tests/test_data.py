@@ -264,6 +264,10 @@ def test_classes_folders_and_none(tmp_path):
     out_none = tmp_path / "none"
     report = data.prepare([src], out_none, settings=SETTINGS, progress=False)
     assert report.accepted == 4 and read_json(out_none / "manifest.json")["classes"] == ["drums"]
+    one = data.find_sources([src / "Kicks" / "k2.wav"])  # a single file as SRC: its folder is the group
+    assert [(s.display, s.group, s.class_name) for s in one] == [("Kicks/k2.wav", "Kicks", "drums")]
+    [loose] = data.find_sources([src / "loose.wav"], classes="folders")
+    assert loose.reject == "not in a class folder"
 
 
 KIT_XML = """<?xml version="1.0" encoding="UTF-8"?>

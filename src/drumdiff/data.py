@@ -255,8 +255,10 @@ def find_sources(
         if not src.exists():
             raise DrumdiffError(f"source {src} does not exist")
         top = Path(os.path.abspath(src))
-        base = top.parent
         files = [top] if top.is_file() else list(_walk(top, skip=skip_real))
+        if top.is_file():  # a single file: as if its folder were SRC
+            top = top.parent
+        base = top.parent
         kit_files: dict[str, KitSample] = {}
         broken_kits: dict[str, str] = {}  # folder -> why its drumkit.xml could not be read
         if classes == "hydrogen":
@@ -283,23 +285,28 @@ def find_sources(
                 else:
                     found[key] = Source(key, display, group, rel_parent.split("/")[0])
             elif key in kit_files:
-                sample = kit_files.pop(key)
-                provenance = {
-                    "kit": sample.kit,
-                    "instrument": sample.instrument,
-                    "author": sample.author,
-                    "license": sample.license or "unknown (not stated in drumkit.xml)",
-                }
-                class_name = class_for_instrument(sample.instrument, mapping)
-                reject = None if class_name else "no class"
-                found[key] = Source(key, display, sample.kit, class_name, reject, provenance)
+                found[key] = _kit_source(kit_files.pop(key), key, display, mapping)
             else:
                 why = next((e for d, e in broken_kits.items() if key.startswith(d + os.sep)), "")
                 found[key] = Source(key, display, group, reject="not in a Hydrogen kit", detail=why)
-        for key, sample in kit_files.items():  # listed by a kit but not on disk
+        for key, sample in kit_files.items():  # listed by a kit, not found under SRC: elsewhere, or missing
             display = Path(os.path.relpath(key, base)).as_posix()
-            found.setdefault(key, Source(key, display, sample.kit, reject="missing"))
+            if os.path.isfile(key):
+                found.setdefault(key, _kit_source(sample, key, display, mapping))
+            else:
+                found.setdefault(key, Source(key, display, sample.kit, reject="missing"))
     return sorted(found.values(), key=lambda s: s.display)
+
+
+def _kit_source(sample: KitSample, key: str, display: str, mapping: dict[str, list[str]]) -> Source:
+    provenance = {
+        "kit": sample.kit,
+        "instrument": sample.instrument,
+        "author": sample.author,
+        "license": sample.license or "unknown (not stated in drumkit.xml)",
+    }
+    class_name = class_for_instrument(sample.instrument, mapping)
+    return Source(key, display, sample.kit, class_name, None if class_name else "no class", provenance)
 
 
 # ----------------------------------------------------------------------------------------------------------
