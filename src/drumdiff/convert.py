@@ -9,6 +9,16 @@ names follow the nesting: level i+1 sits inside level i, so a deep weight is cal
 
 from __future__ import annotations
 
+import math
+import os
+import pickle
+import re
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
 from torch import Tensor
 
 from drumdiff.config import ModelConfig
@@ -131,3 +141,221 @@ def map_original_unet_state_dict(
         if not state_dict[alias].equal(state_dict[name]):
             raise ModelFileError(f"{source}: {alias} differs from {name}, which the original shares with it")
     return {ours: state_dict[theirs] for ours, theirs in original_key_map(config).items()}
+
+
+def infer_original_config(state_dict: dict[str, Tensor]) -> ModelConfig | None:
+    """The layout of an original `UNetV0` state_dict, read from its names and shapes; None if it is not one.
+
+    Shapes fix channels, factors, items, attentions and the modulation width. Two things they cannot show
+    are taken at the values tiny-audio-diffusion used: 64 features per attention head, 8 GroupNorm groups.
+    The caller still checks every tensor against the inferred layout.
+    """
+    try:
+        modulation_features = state_dict[f"{_EMBEDDER}to_out.weight"].shape[0]
+        channels, factors, items, attentions = [], [], [], []
+        audio_channels, inner_features = None, None
+        level = _NET
+        while True:
+            down = state_dict[f"{level}block.blocks.0.block.weight"]  # (C_i, C_in, factor)
+            audio_channels = audio_channels or down.shape[1]
+            channels.append(down.shape[0])
+            factors.append(down.shape[2])
+            index, counts = 1, []
+            while f"{level}block.blocks.{index}.block.blocks.0.blocks.0.2.weight" in state_dict:  # a resnet
+                index += 2  # the resnet and its modulation
+                count = 0
+                while (to_q := f"{level}block.blocks.{index}.blocks.0.block.to_q.weight") in state_dict:
+                    inner_features = state_dict[to_q].shape[0]  # (heads * head_features, C_i)
+                    index, count = index + 1, count + 1
+                counts.append(count)
+            inner = f"{level}block.blocks.{index}."
+            deepest = f"{inner}block.blocks.0.block.weight" not in state_dict
+            if deepest:  # no inner level between the items down and the items up: both were counted
+                half = len(counts) // 2
+                counts = counts[:half] if counts[:half] == counts[half:] else []
+            if not counts or len(set(counts)) != 1:  # items that differ: not a UNetV0 level
+                return None
+            items.append(len(counts))
+            attentions.append(counts[0])
+            if deepest:
+                break
+            level = inner
+        heads, head_features = 8, 64
+        if inner_features is not None:
+            heads, head_features = (
+                (inner_features // 64, 64) if inner_features % 64 == 0 else (1, inner_features)
+            )
+        length = ModelConfig().length
+        downsampling = math.prod(factors)
+        return ModelConfig(
+            channels=tuple(channels),
+            factors=tuple(factors),
+            items=tuple(items),
+            attentions=tuple(attentions),
+            attention_heads=heads,
+            attention_features=head_features,
+            modulation_features=modulation_features,
+            audio_channels=audio_channels,
+            length=length if length % downsampling == 0 else downsampling * (length // downsampling + 1),
+        )
+    except (KeyError, IndexError, ValueError, AttributeError):
+        return None
+
+
+# ---------------------------------------------------------------------------------- reading checkpoints
+
+# Where the original keeps its networks. A Lightning checkpoint of tiny-audio-diffusion's `Model` holds the
+# DiffusionModel under `model.` and ema-pytorch's EMA under `model_ema.` (`ema_model.` = the averaged copy,
+# `online_model.` = the training weights again, plus counters); a DiffusionModel holds its UNetV0 under
+# `net.` and again under `diffusion.net.` and `sampler.net.` (one tensor, three names).
+# A saved `EMA` itself (no Lightning around it) has the same names without `model_ema.`.
+EMA_PREFIXES = ("model_ema.ema_model.", "ema_model.")
+ONLINE_PREFIXES = ("model.", "model_ema.online_model.", "online_model.")
+NET_ALIASES = ("net.", "diffusion.net.", "sampler.net.")
+
+# Module paths whose classes show up when someone saved a whole model object instead of its weights.
+_MODEL_MODULES = ("audio_diffusion_pytorch", "a_unet", "torch.nn", "pytorch_lightning", "lightning", "main.")
+
+_RESAVE_ADVICE = (
+    "Re-save just its weights where the original is installed, for a file you trust: "
+    "`torch.save(torch.load(PATH, weights_only=False).state_dict(), 'weights.pt')`, then convert weights.pt"
+)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint without running pickled code: tensors, containers and plain values only.
+
+    Uses `torch.load(weights_only=True)`: its unpickler builds nothing but tensors, dicts, lists, tuples,
+    strings and numbers, and refuses every other global before anything is called. A refusal becomes a
+    ModelFileError naming the global (with advice for a whole pickled model); a truncated or damaged file
+    becomes one too.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: no such file")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(error))))
+        what = ", ".join(names) if names else str(error).strip().splitlines()[-1]
+        if any(name.startswith(_MODEL_MODULES) for name in names):
+            raise ModelFileError(
+                f"{path}: refused: this is a whole pickled model object ({what}), which cannot be read "
+                f"without running code from the file. {_RESAVE_ADVICE}"
+            ) from None
+        raise ModelFileError(
+            f"{path}: refused: loading it would call {what}, which is not a plain tensor or container; "
+            "drumdiff never runs code from a checkpoint"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFileError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or damaged?): {first_line}"
+        ) from error
+    if not isinstance(loaded, dict):
+        raise ModelFileError(
+            f"{path}: expected a checkpoint or a state_dict (a dict), found {type(loaded).__name__}"
+        )
+    return loaded
+
+
+def _tensors_under(state_dict: dict[str, Any], prefix: str) -> dict[str, Tensor]:
+    return {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
+
+
+def _first_prefix(state_dict: dict[str, Any], prefixes: tuple[str, ...]) -> str | None:
+    return next((p for p in prefixes if any(key.startswith(p) for key in state_dict)), None)
+
+
+def _unet_weights(module_state: dict[str, Tensor], *, source: str) -> dict[str, Tensor]:
+    """The UNetV0 weights of a DiffusionModel state_dict (keys under `net.` and its aliases) or of a UNetV0."""
+    if not any(key.startswith(NET_ALIASES) for key in module_state):
+        return module_state  # a UNetV0 state_dict itself
+    unexpected = [key for key in module_state if not key.startswith(NET_ALIASES)]
+    if unexpected:
+        shown = ", ".join(sorted(unexpected)[:8]) + (
+            f", ... ({len(unexpected)} in all)" if len(unexpected) > 8 else ""
+        )
+        raise ModelFileError(f"{source}: not a DiffusionModel of UNetV0: unexpected tensors {shown}")
+    return _tensors_under(module_state, "net.")
+
+
+@dataclass
+class Converted:
+    """What `convert_checkpoint` wrote."""
+
+    path: Path
+    config: ModelConfig
+    class_name: str
+    weights: str  # "ema", "online" or "state_dict"
+    provenance: dict[str, Any]
+
+
+def convert_checkpoint(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    name: str | None = None,
+    ema: bool = True,
+    fp16: bool = False,
+) -> Converted:
+    """Convert an original tiny-audio-diffusion checkpoint (or UNetV0 / DiffusionModel state_dict) to a model file.
+
+    Takes the EMA weights of a Lightning checkpoint unless `ema` is False. The layout is read from the tensors
+    and every tensor is checked against it; the file is unconditional, with `name` (default: the source
+    file's name) as its one class name, and provenance in its metadata.
+    """
+    from drumdiff import __version__
+    from drumdiff.modelfile import file_sha256, save_model_file
+
+    source = Path(source)
+    loaded = read_checkpoint(source)
+    lightning = isinstance(loaded.get("state_dict"), dict)
+    state = loaded["state_dict"] if lightning else loaded
+    bad = sorted(key for key, value in state.items() if not hasattr(value, "shape"))
+    if bad:
+        raise ModelFileError(f"{source}: expected tensors, found other values under {', '.join(bad[:8])}")
+
+    provenance: dict[str, Any] = {
+        "converted_from": source.name,
+        "source_sha256": file_sha256(source),
+        "original": "tiny-audio-diffusion (audio-diffusion-pytorch 0.1.3 UNetV0)",
+        "converter": f"drumdiff {__version__}",
+    }
+    ema_prefix = _first_prefix(state, EMA_PREFIXES)
+    online_prefix = _first_prefix(state, ONLINE_PREFIXES)
+    if ema and ema_prefix is not None:
+        weights, module_state = "ema", _tensors_under(state, ema_prefix)
+        # ema-pytorch counters: shape [1] in the 2023 files, [] in newer ones
+        counters = ema_prefix[: -len("ema_model.")]
+        initted, step = state.get(f"{counters}initted"), state.get(f"{counters}step")
+        if initted is not None and not bool(initted.reshape(-1)[0]):
+            raise ModelFileError(
+                f"{source}: its EMA weights were never updated (ema-pytorch `initted` is false); "
+                "convert the training weights with --no-ema"
+            )
+        if step is not None:
+            provenance["ema_step"] = int(step.reshape(-1)[0])
+    elif online_prefix is not None:
+        weights, module_state = "online", _tensors_under(state, online_prefix)
+        if ema:
+            print(f"note: {source.name} has no EMA weights; converting the training weights", file=sys.stderr)
+    else:
+        weights, module_state = "state_dict", state
+    for key in ("epoch", "global_step", "pytorch-lightning_version"):
+        if lightning and isinstance(loaded.get(key), (int, str)):
+            provenance[key] = loaded[key]
+    provenance["weights"] = weights
+
+    unet = _unet_weights(module_state, source=str(source))
+    config = (
+        infer_original_config(unet) or ModelConfig()
+    )  # on failure, name what differs from the seed layout
+    ours = map_original_unet_state_dict(unet, config=config, source=str(source))
+    name = name if name is not None else source.stem
+    path = save_model_file(
+        out, state_dict=ours, config=config, class_names=[name], provenance=provenance, fp16=fp16
+    )
+    return Converted(path=path, config=config, class_name=name, weights=weights, provenance=provenance)

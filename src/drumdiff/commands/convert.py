@@ -1,0 +1,59 @@
+"""`drumdiff convert ORIGINAL.ckpt OUT.safetensors`: import a tiny-audio-diffusion checkpoint.
+
+torch and the converter are imported inside the handler so that `drumdiff --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert",
+        help="convert an original tiny-audio-diffusion checkpoint into a drumdiff model file",
+        description=(
+            "Convert a tiny-audio-diffusion checkpoint (a Lightning .ckpt, or a state_dict of "
+            "audio-diffusion-pytorch's DiffusionModel or UNetV0) into a drumdiff .safetensors model file. "
+            "The file is read without running any code from it; anything but tensors and plain containers "
+            "is refused."
+        ),
+    )
+    parser.add_argument(
+        "source", type=Path, metavar="ORIGINAL.ckpt", help="checkpoint or state_dict to convert"
+    )
+    parser.add_argument("out", type=Path, metavar="OUT.safetensors", help="model file to write")
+    parser.add_argument(
+        "--name",
+        default=None,
+        help="class name stored in the model file (default: the checkpoint's file name)",
+    )
+    parser.add_argument(
+        "--ema",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="take the EMA weights of a Lightning checkpoint (default); --no-ema takes the training weights",
+    )
+    parser.add_argument(
+        "--fp16",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="store the weights as float16 (half the size; default float32)",
+    )
+    parser.set_defaults(func=run_convert)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    from drumdiff.config import load_preset
+    from drumdiff.convert import convert_checkpoint
+
+    result = convert_checkpoint(args.source, args.out, name=args.name, ema=args.ema, fp16=args.fp16)
+    layout = "the seed layout" if result.config == load_preset("seed") else f"layout {result.config}"
+    size_mb = result.path.stat().st_size / 1e6
+    print(
+        f"wrote {result.path} ({size_mb:.1f} MB, {layout}, {result.weights} weights, "
+        f"class name {result.class_name!r})"
+    )
+    print(f"try it: drumdiff generate --model {result.path}")
+    return 0
