@@ -165,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         "--smoke", action="store_true", help="CPU run with the tiny preset (tests this script)"
     )
     parser.add_argument("--skip-bench", action="store_true", help="only the 2 GB proof")
+    parser.add_argument("--skip-proof", action="store_true", help="only the benchmark")
+    parser.add_argument("--bench-steps", type=int, default=3, help="timed steps per benchmark configuration")
     parser.add_argument(
         "--out", type=Path, help="folder for gpu_check.json (default $OUT or ./gpu_check_out)"
     )
@@ -187,10 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         (out_dir / "gpu_check.json").write_text(text + "\n")
 
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            result["proof_2gb"] = proof(Path(tmp), smoke=smoke)
-        except Exception:  # noqa: BLE001 - report and go on to the benchmark
-            result["proof_2gb"] = {"pass": False, "exception": traceback.format_exc()[-3000:]}
+        if args.skip_proof:
+            result["proof_2gb"] = {"pass": None, "skipped": True}
+        else:
+            try:
+                result["proof_2gb"] = proof(Path(tmp), smoke=smoke)
+            except Exception:  # noqa: BLE001 - report and go on to the benchmark
+                result["proof_2gb"] = {"pass": False, "exception": traceback.format_exc()[-3000:]}
         log(json.dumps(result["proof_2gb"], indent=2, default=str))
         save()
     if not args.skip_bench:
@@ -208,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                     log=log,
                 )
             else:
-                result["bench"] = cuda_part(batches=[1, 4, 8, 16], steps=3, warmup=1, log=log)
+                result["bench"] = cuda_part(batches=[1, 4, 8, 16], steps=args.bench_steps, warmup=1, log=log)
         except Exception:  # noqa: BLE001
             result["bench"] = {"exception": traceback.format_exc()[-3000:]}
     save()

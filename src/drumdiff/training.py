@@ -45,6 +45,9 @@ GIB = 1024**3
 # Memory that a CUDA process needs outside PyTorch's allocator (context, kernels, cuDNN/cuBLAS workspaces):
 # with a 2 GiB card this leaves 1.6 GiB for `max_memory_reserved`.
 CUDA_CONTEXT_BYTES = int(0.4 * GIB)
+# A probe's peak must stay this far under the limit: a real run adds a little (validation, Lightning, loaders);
+# on an H200 a batch probed at 1.564 GiB reserved peaked at 1.602 GiB over 50 steps.
+PROBE_MARGIN = 0.95
 VAL_SEED = 20240607  # fixed: the validation loss is comparable across steps and runs
 VAL_T = (0.1, 0.3, 0.5, 0.7, 0.9)  # fixed t grid of the validation loss
 DEFAULT_CHECKPOINT_SECONDS = 300.0  # "--checkpoint-every 0": about every 5 minutes of work
@@ -908,7 +911,7 @@ def probe_memory(
             log(
                 f"memory probe: batch {batch}, checkpointing {'on' if checkpointing else 'off'}: {measure} {shown}"
             )
-            if peak is None or peak > limit:
+            if peak is None or peak > limit * PROBE_MARGIN:
                 break
             if best is None or batch > best[0]:
                 best = (batch, checkpointing, peak)
@@ -930,7 +933,8 @@ def probe_memory(
     elif not checkpointing:
         reasons.append("gradient checkpointing off: not needed, and it costs about a third more compute")
     reasons.append(
-        f"batch {batch} is the largest that fits ({measure} {format_size(peak)} <= {format_size(limit)})"
+        f"batch {batch} is the largest that fits ({measure} {format_size(peak)} <= {PROBE_MARGIN:.0%} of "
+        f"{format_size(limit)})"
     )
     if accumulate > 1:
         reasons.append(f"accumulate {accumulate} to reach an effective batch of {batch * accumulate}")
@@ -1055,7 +1059,10 @@ def _device_for(config: TrainConfig) -> torch.device:
 
 
 def _is_rank_zero() -> bool:
-    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+    """True in the process that prints and writes RUN/config.json (plain, Lightning DDP, torchrun, SLURM)."""
+    return all(
+        int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK")
+    )
 
 
 def train(
@@ -1150,6 +1157,11 @@ def train(
     memory_choice = None
     if request.memory_budget and resume_state is None:
         budget = parse_size(request.memory_budget)
+        if world > 1:
+            raise DrumdiffError(
+                "--memory-budget probes a single device; for several processes run it once with --devices 1 "
+                "and pass the --batch-size, --accumulate, --precision and checkpointing it prints"
+            )
         device = _device_for(cfg)
         target = min(request.overrides.get("batch_size") or 16, info.num_train // world or 1)
         log(f"memory budget {format_size(budget)} on {device.type}: probing real training steps ...")
