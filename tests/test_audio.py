@@ -32,11 +32,19 @@ def sine(
 
 
 @pytest.mark.parametrize(
-    ("fmt", "atol"), [("wav16", 1 / 32767 + 1e-6), ("wav24", 1e-6), ("float32", 0.0), ("flac", 1e-6)]
+    ("fmt", "atol", "container", "subtype"),
+    [
+        ("wav16", 1 / 32767 + 1e-6, "WAV", "PCM_16"),
+        ("wav24", 1e-6, "WAV", "PCM_24"),
+        ("float32", 0.0, "WAV", "FLOAT"),
+        ("flac", 1e-6, "FLAC", "PCM_24"),
+    ],
 )
-def test_write_read_round_trip(tmp_path, fmt, atol):
+def test_write_read_round_trip(tmp_path, fmt, atol, container, subtype):
     x = noise()
     path = audio.write(tmp_path / f"clip.{'flac' if fmt == 'flac' else 'wav'}", x, SR, format=fmt)
+    info = sf.info(str(path))
+    assert (info.format, info.subtype, info.samplerate, info.channels) == (container, subtype, SR, 2)
     y, sr = audio.read(path)
     assert sr == SR and y.dtype == torch.float32 and y.shape == x.shape
     assert torch.allclose(x, y, atol=atol, rtol=0)
@@ -122,14 +130,14 @@ def test_bad_files_raise_audio_error(tmp_path, name, make, reason):
 
 
 def test_missing_folder_and_dangling_link(tmp_path):
-    with pytest.raises(AudioError, match="not found") as info:
+    with pytest.raises(AudioError, match=r"missing\.wav: file not found") as info:
         audio.read(tmp_path / "missing.wav")
     assert info.value.reason == "missing"
     (tmp_path / "folder.wav").mkdir()
-    with pytest.raises(AudioError, match="folder"):
+    with pytest.raises(AudioError, match=r"folder\.wav: is a folder"):
         audio.read(tmp_path / "folder.wav")
     (tmp_path / "link.wav").symlink_to(tmp_path / "gone.wav")
-    with pytest.raises(AudioError, match="broken symbolic link"):
+    with pytest.raises(AudioError, match=r"link\.wav: broken symbolic link"):
         audio.read(tmp_path / "link.wav")
 
 

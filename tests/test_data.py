@@ -16,7 +16,7 @@ import torch
 
 from drumdiff import audio, data
 from drumdiff.cli import main
-from drumdiff.errors import DrumdiffError
+from drumdiff.errors import AudioError, DrumdiffError
 
 SR = 44100
 LENGTH = 2048  # short clips keep every test fast; the rules are the same at 32768
@@ -122,6 +122,7 @@ def test_bad_inputs_are_rejected_with_reasons_and_good_ones_survive(tmp_path, mo
     assert by_name["low.wav"]["processing"]["resampled"] == "8000 -> 44100 Hz"
     assert by_name["high.wav"]["original"]["sample_rate"] == 96000
     assert by_name["long.wav"]["processing"]["cropped_from_s"] > 59
+    assert by_name["long.wav"]["original"]["duration_s"] == 60.0
     assert "1500" in by_name["truncated.wav"]["processing"]["decoded_partially"]
     assert "header claims" in by_name["liar.wav"]["processing"]["decoded_partially"]
     assert all(it["path"].isascii() and " " not in it["path"] for it in manifest["items"])
@@ -302,7 +303,7 @@ def make_kit(folder):
     return folder
 
 
-def test_hydrogen_kit_classes_provenance_and_mapping(tmp_path):
+def test_hydrogen_kit_classes_provenance_and_mapping(tmp_path, capsys):
     make_kit(tmp_path / "kits" / "tiny")
     out = tmp_path / "out"
     data.prepare([tmp_path / "kits"], out, classes="hydrogen", settings=SETTINGS, progress=False)
@@ -347,6 +348,12 @@ def test_hydrogen_kit_classes_provenance_and_mapping(tmp_path):
     assert code == 0
     assert read_json(out2 / "manifest.json")["classes"] == ["low", "metal"]
     assert reasons(out2)["stick.flac"] == "no class"
+    summary = capsys.readouterr().out  # counts per class and split, then per rejection reason
+    assert "4 accepted" in summary
+    split = data.split_for_group("Tiny Kit")
+    low = [line.split() for line in summary.splitlines() if line.split()[:1] == ["low"]]
+    assert low == [["low", "2", "0"] if split == "train" else ["low", "0", "2"]]
+    assert any(line.split() == ["no", "class", "1"] for line in summary.splitlines())
     mapping.write_text("{not json")
     with pytest.raises(DrumdiffError, match="map.json"):
         data.load_mapping(mapping)
@@ -531,3 +538,152 @@ def test_interrupted_run_leaves_the_previous_dataset_intact(tmp_path, monkeypatc
     report = data.prepare([src], out, settings=SETTINGS, progress=False)
     assert (report.accepted, report.encoded, report.reused) == (6, 3, 3)
     assert not (out / data.STAGING).exists() and not list(out.rglob("*.tmp"))
+
+
+def test_conditioning_onset_padding_dc_format_and_too_short_boundary(tmp_path):
+    defaults = data.PrepareSettings()
+    model = data.ModelConfig()
+    assert (
+        (defaults.sample_rate, defaults.length, defaults.channels)
+        == (
+            model.sample_rate,
+            model.length,
+            model.audio_channels,
+        )
+        == (44100, 32768, 2)
+    )
+    assert (defaults.normalize, defaults.peak_db) == ("peak", -1.0)
+    src = tmp_path / "src"
+    late = np.concatenate([hit(1, frames=4410) * 3e-4, hit(2)])  # 0.1 s below -60 dBFS, then the hit
+    late[4410] = 0.5
+    wav(src / "late.wav", late)
+    wav(src / "short.wav", hit(3, frames=1000))  # 1000 frames: zero-padded to LENGTH
+    wav(src / "dc.wav", hit(4, amplitude=0.5) + 0.3)
+    for span in (255, 256):  # "too short" = fewer than 256 samples from first to last above -60 dBFS
+        spikes = np.zeros((3000, 1), np.float32)
+        spikes[100, 0] = spikes[100 + span - 1, 0] = 0.5
+        wav(src / f"span{span}.wav", spikes)
+    out = tmp_path / "out"
+    data.prepare([src], out, settings=SETTINGS, progress=False)
+    assert reasons(out) == {"span255.wav": "too short"}
+    items = {os.path.basename(it["source"]): it for it in read_json(out / "manifest.json")["items"]}
+    assert set(items) == {"late.wav", "short.wav", "dc.wav", "span256.wav"}
+    clips = {}
+    for name, item in items.items():
+        info = sf.info(str(out / item["path"]))
+        assert (info.format, info.subtype, info.samplerate, info.channels, info.frames) == (
+            "FLAC",
+            "PCM_24",
+            SR,
+            2,
+            LENGTH,
+        )
+        clips[name] = audio.read(out / item["path"])[0]
+    assert items["late.wav"]["processing"]["trimmed_leading_s"] == 0.1
+    assert clips["late.wav"][:, 0].abs().min() > 0.5  # the onset is the first sample
+    assert items["short.wav"]["processing"]["padded_from_s"] == round(1000 / SR, 6)
+    assert clips["short.wav"][:, 1000:].abs().max() == 0 and clips["short.wav"][:, 999].abs().max() > 0
+    assert abs(items["dc.wav"]["processing"]["dc_removed"] - 0.3) < 0.02
+    assert clips["dc.wav"].mean().abs() < 0.02  # 0.3 * gain if the offset had stayed
+
+
+def test_sources_with_the_same_folder_name_keep_distinct_outputs(tmp_path):
+    for folder, seed in (("A", 1), ("B", 2)):
+        wav(tmp_path / folder / "Samples" / "kick.wav", hit(seed))
+    srcs = [tmp_path / "A" / "Samples", tmp_path / "B" / "Samples"]
+    out = tmp_path / "out"
+    report = data.prepare(srcs, out, settings=SETTINGS, progress=False)
+    items = read_json(out / "manifest.json")["items"]
+    assert report.accepted == 2 and len({it["path"] for it in items}) == 2
+    assert {it["source"] for it in items} == {"A/Samples/kick.wav", "B/Samples/kick.wav"}
+    assert {it["group"] for it in items} == {"A/Samples", "B/Samples"}
+    assert len(list((out / "drums").glob("*.flac"))) == 2
+    assert data.prepare(srcs, out, settings=SETTINGS, progress=False).encoded == 0
+
+
+def test_a_run_that_accepts_nothing_keeps_the_previous_dataset(tmp_path, capsys):
+    wav(tmp_path / "src" / "k" / "a.wav", hit(1))
+    out = tmp_path / "out"
+    data.prepare([tmp_path / "src"], out, settings=SETTINGS, progress=False)
+    before = (out / "manifest.json").read_bytes()
+    (tmp_path / "typo").mkdir()
+    (tmp_path / "typo" / "readme.wav").write_text("not audio")
+    assert main(["data", "prepare", str(tmp_path / "typo"), "--out", str(out), "--no-progress"]) == 2
+    assert "no file was accepted" in capsys.readouterr().err
+    assert (out / "manifest.json").read_bytes() == before
+    assert len(data.PreparedDataset(out, split="all", progress=False)) == 1
+    assert reasons(out) == {"readme.wav": "not audio"}
+
+
+def test_output_write_failure_stops_the_run_and_odd_failures_are_retried(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    for i in range(3):
+        wav(src / "k" / f"h{i}.wav", hit(110 + i))
+    out = tmp_path / "out"
+    real_write, real_condition = audio.write, data.condition
+
+    def disk_full(path, *args, **kwargs):
+        raise AudioError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(audio, "write", disk_full)
+    with pytest.raises(DrumdiffError, match="No space left on device"):
+        data.prepare([src], out, settings=SETTINGS, progress=False, workers=1)
+    assert not (out / "manifest.json").exists() and not (out / "rejected.json").exists()  # nothing cached
+    monkeypatch.setattr(audio, "write", real_write)
+    calls = []
+
+    def odd(decoded, settings):  # an unexpected bug on the second file (h1.wav: inputs go in path order)
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("something unforeseen")
+        return real_condition(decoded, settings)
+
+    monkeypatch.setattr(data, "condition", odd)
+    report = data.prepare([src], out, settings=SETTINGS, progress=False, workers=1)
+    assert report.accepted == 2 and report.rejected == {"failed": 1}
+    [entry] = read_json(out / "rejected.json")["rejected"]
+    assert entry["path"].endswith("h1.wav") and "ValueError: something unforeseen" in entry["detail"]
+    monkeypatch.setattr(data, "condition", real_condition)
+    again = data.prepare([src], out, settings=SETTINGS, progress=False, workers=1)
+    assert (again.accepted, again.encoded, again.reused, again.rejected) == (3, 1, 2, {})
+
+
+def test_augment_gain_width_and_shift():
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(2, 1000)
+    x[0, 0], x[1, 0] = 1.0, 0.5  # an impulse: mid 0.75, side 0.25
+    off = {"gain_db": 0.0, "polarity": 0.0, "swap": 0.0, "width": 0.0, "shift_ms": 0.0}
+    assert torch.equal(data.Augment(**off)(x, generator=g, sample_rate=SR), x)
+    gains = [
+        float(data.Augment(**{**off, "gain_db": 6.0})(x, generator=g, sample_rate=SR)[0, 0])
+        for _ in range(200)
+    ]
+    assert min(gains) >= 10 ** (-6 / 20) - 1e-6 and max(gains) <= 1.0 and max(gains) - min(gains) > 0.3
+    for _ in range(20):
+        y = data.Augment(**{**off, "width": 0.2})(x, generator=g, sample_rate=SR)
+        mid, side = (y[0, 0] + y[1, 0]) / 2, (y[0, 0] - y[1, 0]) / 2
+        assert abs(mid - 0.75) < 1e-6 and 0.8 * 0.25 - 1e-6 <= side <= 1.2 * 0.25 + 1e-6
+    shifts = set()
+    for _ in range(50):
+        y = data.Augment(**{**off, "shift_ms": 2.0})(x, generator=g, sample_rate=SR)
+        onset = int(torch.nonzero(y[0]).flatten()[0])
+        assert y.shape == x.shape and torch.equal(y[:, onset:], x[:, : 1000 - onset])
+        shifts.add(onset)
+    assert max(shifts) <= 2 * SR // 1000 and len(shifts) > 10
+
+
+def test_training_reads_the_cache_not_the_audio_files(prepared, monkeypatch):
+    manifest = read_json(prepared / "manifest.json")
+    ds = data.PreparedDataset(prepared, split="val", progress=False)
+    val = [it for it in manifest["items"] if it["split"] == "val"]
+    expected = [audio.read(prepared / it["path"])[0] for it in val]
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("training decoded an audio file")
+
+    monkeypatch.setattr(audio, "read", no_decoding)
+    monkeypatch.setattr(audio, "decode", no_decoding)
+    assert len(ds) == len(val) > 0
+    for i, item in enumerate(val):
+        clip, label = ds[i]
+        assert ds.class_names[label] == item["class"] and torch.allclose(clip, expected[i], atol=1e-3)

@@ -66,6 +66,7 @@ REJECT_REASONS: dict[str, str] = {
     "not in a class folder": "--classes folders: the file sits directly in SRC, not in a class folder",
     "not in a Hydrogen kit": "--classes hydrogen: no drumkit.xml lists the file",
     "no class": "--classes hydrogen: the instrument name matches no class of the mapping",
+    "failed": "an unexpected error while decoding or conditioning (the detail says which); retried next run",
 }
 # Reasons that depend only on the file's bytes and the settings: cached between runs by size and mtime.
 _CONTENT_REASONS = {"empty", "not audio", "non-finite samples", "silent", "too short"}
@@ -249,16 +250,17 @@ def find_sources(
         raise DrumdiffError(f"--classes must be none, folders or hydrogen, got {classes!r}")
     mapping = mapping or DEFAULT_HYDROGEN_MAPPING
     skip_real = Path(os.path.realpath(skip)) if skip is not None else None
-    found: dict[str, Source] = {}
     for src in sources:
-        src = Path(src)
-        if not src.exists():
+        if not Path(src).exists():
             raise DrumdiffError(f"source {src} does not exist")
-        top = Path(os.path.abspath(src))
+    tops = [Path(os.path.abspath(src)) for src in sources]
+    bases = _display_bases([top.parent if top.is_file() else top for top in tops])
+    found: dict[str, Source] = {}
+    for top in tops:
         files = [top] if top.is_file() else list(_walk(top, skip=skip_real))
         if top.is_file():  # a single file: as if its folder were SRC
             top = top.parent
-        base = top.parent
+        base = bases[top]
         kit_files: dict[str, KitSample] = {}
         broken_kits: dict[str, str] = {}  # folder -> why its drumkit.xml could not be read
         if classes == "hydrogen":
@@ -276,7 +278,7 @@ def find_sources(
                 continue
             display = Path(os.path.relpath(key, base)).as_posix()
             rel_parent = Path(os.path.relpath(file.parent, top)).as_posix()
-            group = top.name if rel_parent == "." else f"{top.name}/{rel_parent}"
+            group = Path(os.path.relpath(file.parent, base)).as_posix()  # the folder, as `display` names it
             if classes == "none":
                 found[key] = Source(key, display, group, SINGLE_CLASS)
             elif classes == "folders":
@@ -296,6 +298,23 @@ def find_sources(
             else:
                 found.setdefault(key, Source(key, display, sample.kit, reject="missing"))
     return sorted(found.values(), key=lambda s: s.display)
+
+
+def _display_bases(tops: list[Path]) -> dict[Path, Path]:
+    """The folder that each SRC's `display` paths (and folder groups) are relative to.
+
+    Normally the parent of SRC, so names start with the SRC folder's name ("Samples/kick.wav"). When two
+    different SRC folders share a name (~/A/Samples, ~/B/Samples), all names start from their common parent
+    instead ("A/Samples/kick.wav"), so that every input keeps a distinct name and output file.
+    """
+    distinct = set(tops)
+    if len({top.name for top in distinct}) == len(distinct):
+        return {top: top.parent for top in distinct}
+    try:
+        common = Path(os.path.commonpath([top.parent for top in distinct]))
+    except ValueError:  # different drives (Windows): absolute paths are the only shared base
+        common = Path(distinct.pop().anchor)
+    return {top: common for top in tops}
 
 
 def _kit_source(sample: KitSample, key: str, display: str, mapping: dict[str, list[str]]) -> Source:
@@ -398,6 +417,10 @@ def condition(
     return x, done, None
 
 
+class OutputError(DrumdiffError):
+    """The output folder cannot be written (disk full, permissions): stops `prepare`, as every file would fail."""
+
+
 def _init_worker() -> None:
     torch.set_num_threads(1)  # one process per core already
 
@@ -434,7 +457,11 @@ def process_file(job: tuple[str, str, str, PrepareSettings]) -> dict[str, Any]:
             "detail": f"{display}: {REJECT_REASONS[reason]}",
             **source_stat,
         }
-    audio_io.write(staged, clip, settings.sample_rate, format="flac")
+    try:
+        audio_io.write(staged, clip, settings.sample_rate, format="flac")
+        sha1 = _sha1_file(staged)
+    except (AudioError, OSError) as error:  # the output side: not this input's fault
+        raise OutputError(str(error)) from error
     return {
         "ok": True,
         "original": original,
@@ -442,7 +469,7 @@ def process_file(job: tuple[str, str, str, PrepareSettings]) -> dict[str, Any]:
         "audio_sha1": audio_fingerprint(clip),
         "peak_db": round(audio_io.peak_db(clip), 3),
         "lufs": round(audio_io.loudness_lufs(clip, settings.sample_rate), 3),
-        "sha1": _sha1_file(staged),
+        "sha1": sha1,
         "source_sha1": _sha1_file(path),
         "seconds": time.perf_counter() - started,
         **source_stat,
@@ -513,11 +540,13 @@ def _write_json(path: Path, data: Any) -> None:
         raise
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from `path`, or None when it is missing, unreadable or not an object."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 def _prepare_out(out: Path) -> None:
@@ -556,7 +585,7 @@ def prepare(
     """Import audio files under `sources` into the prepared dataset folder `out` (see docs/data.md).
 
     Raises `DrumdiffError` when a source is missing, `out` cannot be written, or no file was accepted
-    (after writing `rejected.json`, so the user can see why).
+    (after writing `rejected.json`, so the user can see why; an earlier dataset in `out` is then kept).
     """
     started = time.perf_counter()
     settings = settings or PrepareSettings()
@@ -568,139 +597,131 @@ def prepare(
             raise DrumdiffError(f"source {src} does not exist")
     _prepare_out(out)
     found = find_sources(sources, classes=classes, mapping=mapping, skip=out)
-    ignored = sum(
-        1
-        for src in sources
-        if Path(src).is_dir()
-        for f in _walk(Path(os.path.abspath(src)), skip=Path(os.path.realpath(out)))
-        if not _is_audio_name(f.name) and f.name != "drumkit.xml"
-    )
     settings_dict = asdict(settings)
+    report = PrepareReport(out=out, inputs=len(found), ignored_non_audio=_count_ignored(sources, skip=out))
 
-    previous = _read_json(out / MANIFEST) or {}
-    same_settings = previous.get("settings") == settings_dict
-    prev_items = {it.get("source_path"): it for it in previous.get("items", [])} if same_settings else {}
-    prev_rejected_doc = _read_json(out / REJECTED) or {}
-    prev_rejected = (
-        {r.get("source_path"): r for r in prev_rejected_doc.get("rejected", [])}
-        if prev_rejected_doc.get("settings") == settings_dict
-        else {}
-    )
-
-    rejected: list[dict[str, Any]] = []
-    candidates: list[dict[str, Any]] = []  # accepted items (reused or new), before duplicate removal
-    jobs: list[tuple[Source, str]] = []
-    for source in found:
-        if source.reject:
-            rejected.append(
-                _rejection(
-                    source,
-                    source.reject,
-                    f"{source.display}: {source.detail or REJECT_REASONS[source.reject]}",
-                )
-            )
-            continue
-        reused = _reuse(source, prev_items.get(source.path), out)
-        if reused is not None:
-            candidates.append(_item(source, reused, reused["path"]))
-            continue
-        cached = prev_rejected.get(source.path)
-        if cached and _same_stat(source.path, cached):
-            if cached.get("reason") in _CONTENT_REASONS:
-                rejected.append(cached)
-                continue
-            if cached.get("reason") == "duplicate" and cached.get("audio_sha1"):
-                # Its audio is known: decode it again only if the file it duplicated is gone.
-                candidates.append({**cached, "source": source.display, "pending": source})
-                continue
-        jobs.append((source, str(out / STAGING / output_name(source))))
-
-    report = PrepareReport(out=out, inputs=len(found), ignored_non_audio=ignored)
-
-    def run(batch: list[tuple[Source, str]]) -> None:
-        report.decoded += len(batch)
-        for (source, staged), result in zip(
-            batch, _run_jobs(batch, settings, workers=workers, progress=progress), strict=True
-        ):
-            if result["ok"]:
-                candidates.append(_item(source, {**result, "staged": staged}, None))
-            else:
-                extra = {k: result[k] for k in ("source_size", "source_mtime_ns") if k in result}
-                rejected.append(_rejection(source, result["reason"], result["detail"], **extra))
-
-    run(jobs)
+    rejected, candidates, to_decode = _plan(found, out, settings_dict)
+    report.decoded += len(to_decode)
+    accepted, failed = _decode_all(to_decode, out, settings, workers=workers, progress=progress)
+    candidates += accepted
+    rejected += failed
     items, duplicates = _remove_duplicates(candidates)
-    pending = [item["pending"] for item in items if "pending" in item]
-    if pending:  # cached duplicates whose original went away: now they are needed
-        needed = {source.path for source in pending}
-        candidates = [
-            item for item in candidates if "pending" not in item or item["source_path"] not in needed
-        ]
-        run([(source, str(out / STAGING / output_name(source))) for source in pending])
-        items, duplicates = _remove_duplicates(candidates)
-    for item in duplicates:
-        item.pop("pending", None)
-        rejected.append(
-            {
-                "path": item["source"],
-                "source_path": item["source_path"],
-                "reason": "duplicate",
-                "detail": f"{item['source']}: same audio as {item['duplicate_of']}",
-                "duplicate_of": item["duplicate_of"],
-                "audio_sha1": item["audio_sha1"],
-                "source_size": item.get("source_size"),
-                "source_mtime_ns": item.get("source_mtime_ns"),
-            }
+    while pending := [item for item in items if "pending" in item]:
+        # Cached duplicates whose original is gone (or rejected now): decode them after all.
+        candidates = [item for item in candidates if not any(item is p for p in pending)]
+        report.decoded += len(pending)
+        accepted, failed = _decode_all(
+            [item["pending"] for item in pending], out, settings, workers=workers, progress=progress
         )
+        candidates += accepted
+        rejected += failed
+        items, duplicates = _remove_duplicates(candidates)
+    rejected = sorted(rejected + [_duplicate_rejection(item) for item in duplicates], key=lambda r: r["path"])
+    rejected_doc = {"settings": settings_dict, "reasons": REJECT_REASONS, "rejected": rejected}
+    report.rejected = dict(Counter(r["reason"] for r in rejected))
+    if not items:  # leave an earlier dataset in `out` as it was: only say why nothing was accepted
+        _write_json(out / REJECTED, rejected_doc)
+        shutil.rmtree(out / STAGING, ignore_errors=True)
+        raise DrumdiffError(f"no file was accepted from {', '.join(map(str, sources))}; see {out / REJECTED}")
 
-    # Place the files: new ones from staging, reused ones moved when their class changed.
-    for item in items:
-        final = out / item["path"]
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staged = item.pop("staged", None)
-        previous_path = item.pop("previous_path", None)
-        if staged is not None:
-            os.replace(staged, final)
-            report.encoded += 1
-        else:
-            if previous_path and previous_path != item["path"]:
-                os.replace(out / previous_path, final)
-            report.reused += 1
-        item["split"] = split_for_group(item["group"])
-    wanted = {item["path"] for item in items}
-    for stale in out.glob("*/*.flac"):  # outputs of removed, changed or now-duplicate sources
-        if stale.relative_to(out).as_posix() not in wanted and not stale.parent.name.startswith("."):
-            stale.unlink()
-    for folder in out.iterdir():
-        if folder.is_dir() and not folder.name.startswith(".") and not any(folder.iterdir()):
-            folder.rmdir()
-    shutil.rmtree(out / STAGING, ignore_errors=True)
-
-    class_names = sorted({item["class"] for item in items})
+    report.encoded, report.reused = _place(items, out)
     manifest = {
         "format": MANIFEST_FORMAT,
         "version": MANIFEST_VERSION,
         "sample_rate": settings.sample_rate,
         "length": settings.length,
         "channels": settings.channels,
-        "classes": class_names,
+        "classes": sorted({item["class"] for item in items}),
         "class_mode": classes,
         "settings": settings_dict,
         "items": sorted(items, key=lambda it: it["path"]),
     }
-    rejected.sort(key=lambda r: r["path"])
-    _write_json(out / MANIFEST, manifest)
-    _write_json(out / REJECTED, {"settings": settings_dict, "reasons": REJECT_REASONS, "rejected": rejected})
+    _write_json(out / MANIFEST, manifest)  # the new dataset is complete from here on
+    _write_json(out / REJECTED, rejected_doc)
+    _remove_stale(out, keep={item["path"] for item in items})
 
     report.accepted = len(items)
     for item in items:
         counts = report.per_class_split.setdefault(item["class"], {"train": 0, "val": 0})
         counts[item["split"]] += 1
-    report.rejected = dict(Counter(r["reason"] for r in rejected))
     report.seconds = time.perf_counter() - started
-    if not items:
-        raise DrumdiffError(f"no file was accepted from {', '.join(map(str, sources))}; see {out / REJECTED}")
     return report
+
+
+def _count_ignored(sources: Sequence[str | os.PathLike], *, skip: Path) -> int:
+    """Files under the source folders that have no audio extension (and are not a `drumkit.xml`)."""
+    skip_real = Path(os.path.realpath(skip))
+    return sum(
+        1
+        for src in sources
+        if Path(src).is_dir()
+        for f in _walk(Path(os.path.abspath(src)), skip=skip_real)
+        if not _is_audio_name(f.name) and f.name != "drumkit.xml"
+    )
+
+
+def _plan(
+    found: list[Source], out: Path, settings_dict: dict[str, Any]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Source]]:
+    """(rejections known without decoding, candidates kept from the previous run, sources to decode).
+
+    The previous run's outputs and rejections count only when the settings are the same and the source's
+    size and modification time (or, for outputs, content) are unchanged; see `_reuse`.
+    """
+    previous = _read_json(out / MANIFEST) or {}
+    prev_items = (
+        {it.get("source_path"): it for it in previous.get("items", [])}
+        if previous.get("settings") == settings_dict
+        else {}
+    )
+    prev_rejected_doc = _read_json(out / REJECTED) or {}
+    prev_rejected = (
+        {r.get("source_path"): r for r in prev_rejected_doc.get("rejected", [])}
+        if prev_rejected_doc.get("settings") == settings_dict
+        else {}
+    )
+    rejected: list[dict[str, Any]] = []
+    candidates: list[dict[str, Any]] = []
+    to_decode: list[Source] = []
+    for source in found:
+        if source.reject:
+            detail = f"{source.display}: {source.detail or REJECT_REASONS[source.reject]}"
+            rejected.append(_rejection(source, source.reject, detail))
+            continue
+        reused = _reuse(source, prev_items.get(source.path), out)
+        if reused is not None:
+            candidates.append(_item(source, reused))
+            continue
+        cached = prev_rejected.get(source.path)
+        if cached and _same_stat(source.path, cached):
+            if cached.get("reason") in _CONTENT_REASONS:
+                rejected.append({**cached, "path": source.display})
+                continue
+            if cached.get("reason") == "duplicate" and cached.get("audio_sha1"):
+                # Its audio is known: decoded again only if the file it duplicated is gone.
+                candidates.append({**cached, "source": source.display, "pending": source})
+                continue
+        to_decode.append(source)
+    return rejected, candidates, to_decode
+
+
+def _decode_all(
+    sources: list[Source], out: Path, settings: PrepareSettings, *, workers: int, progress: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Decode, condition and stage `sources` under `out/.staging`: (candidate items, rejections)."""
+    staged = [str(out / STAGING / output_name(source)) for source in sources]
+    tasks = [(s.path, path, s.display, settings) for s, path in zip(sources, staged, strict=True)]
+    candidates: list[dict[str, Any]] = []
+    rejected: list[dict[str, Any]] = []
+    for source, path, result in zip(
+        sources, staged, _run_jobs(tasks, workers=workers, progress=progress), strict=True
+    ):
+        if result["ok"]:
+            candidates.append(_item(source, {**result, "staged": path}))
+        else:
+            extra = {k: result[k] for k in ("source_size", "source_mtime_ns") if k in result}
+            rejected.append(_rejection(source, result["reason"], result["detail"], **extra))
+    return candidates, rejected
 
 
 def _remove_duplicates(
@@ -717,6 +738,20 @@ def _remove_duplicates(
         else:
             duplicates.append({**item, "duplicate_of": first["source"]})
     return list(kept.values()), duplicates
+
+
+def _duplicate_rejection(item: dict[str, Any]) -> dict[str, Any]:
+    """The rejected.json record of a duplicate; its audio SHA-1 and source stat let the next run skip it."""
+    return {
+        "path": item["source"],
+        "source_path": item["source_path"],
+        "reason": "duplicate",
+        "detail": f"{item['source']}: same audio as {item['duplicate_of']}",
+        "duplicate_of": item["duplicate_of"],
+        "audio_sha1": item["audio_sha1"],
+        "source_size": item.get("source_size"),
+        "source_mtime_ns": item.get("source_mtime_ns"),
+    }
 
 
 def _rejection(source: Source, reason: str, detail: str, **extra: Any) -> dict[str, Any]:
@@ -751,12 +786,11 @@ def _reuse(source: Source, previous: dict[str, Any] | None, out: Path) -> dict[s
     return {**previous, "previous_path": previous["path"]}
 
 
-def _item(source: Source, result: dict[str, Any], previous_path: str | None) -> dict[str, Any]:
-    """A manifest item from a worker result (new) or a previous item (reused)."""
+def _item(source: Source, result: dict[str, Any]) -> dict[str, Any]:
+    """A manifest item from a worker result (new, with `staged`) or a previous item (with `previous_path`)."""
     class_name = source.class_name or SINGLE_CLASS
-    path = f"{class_name}/{output_name(source)}"
     item: dict[str, Any] = {
-        "path": path,
+        "path": f"{class_name}/{output_name(source)}",
         "class": class_name,
         "group": source.group,
         "split": split_for_group(source.group),
@@ -783,11 +817,40 @@ def _item(source: Source, result: dict[str, Any], previous_path: str | None) -> 
     return item
 
 
+def _place(items: list[dict[str, Any]], out: Path) -> tuple[int, int]:
+    """Move staged files into `out/<class>/` and reused ones whose class changed: (encoded, reused)."""
+    encoded = reused = 0
+    for item in items:
+        final = out / item["path"]
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staged = item.pop("staged", None)
+        previous_path = item.pop("previous_path", None)
+        if staged is not None:
+            os.replace(staged, final)
+            encoded += 1
+        else:
+            if previous_path and previous_path != item["path"]:
+                os.replace(out / previous_path, final)
+            reused += 1
+    return encoded, reused
+
+
+def _remove_stale(out: Path, *, keep: set[str]) -> None:
+    """Delete outputs that `keep` does not list (removed, changed or now-duplicate sources, an interrupted
+    run's leftovers), then empty class folders and the staging folder."""
+    for stale in out.glob("*/*.flac"):
+        if stale.relative_to(out).as_posix() not in keep and not stale.parent.name.startswith("."):
+            stale.unlink()
+    for folder in out.iterdir():
+        if folder.is_dir() and not folder.name.startswith(".") and not any(folder.iterdir()):
+            folder.rmdir()
+    shutil.rmtree(out / STAGING, ignore_errors=True)
+
+
 def _run_jobs(
-    jobs: list[tuple[Source, str]], settings: PrepareSettings, *, workers: int, progress: bool
+    tasks: list[tuple[str, str, str, PrepareSettings]], *, workers: int, progress: bool
 ) -> list[dict[str, Any]]:
-    """Run `process_file` over the jobs, in a spawn process pool when workers > 1, with a progress bar."""
-    tasks = [(source.path, staged, source.display, settings) for source, staged in jobs]
+    """`process_file` over the tasks, in a spawn process pool when workers > 1, with a progress bar."""
     results: list[dict[str, Any] | None] = [None] * len(tasks)
     bar = tqdm(total=len(tasks), desc="prepare", unit="file", disable=not progress or not tasks)
     try:
@@ -819,16 +882,21 @@ def _run_jobs(
             torch.set_num_threads(threads)
     finally:
         bar.close()
-    return [r for r in results if r is not None]
+    return [result for result in results if result is not None]  # all filled by now
 
 
 def _safe_process(task: tuple[str, str, str, PrepareSettings]) -> dict[str, Any]:
-    """`process_file`, turning an unexpected failure of one file into a rejection instead of a crash."""
+    """`process_file`, turning an unexpected failure on one input into a "failed" rejection, not a crash.
+
+    An `OutputError` (the output folder cannot be written) still stops the run: every file would fail.
+    """
     try:
         return process_file(task)
-    except (AudioError, OSError, ValueError, RuntimeError) as error:
+    except OutputError:
+        raise
+    except Exception as error:  # one odd file must not stop an import of thousands
         Path(task[1]).unlink(missing_ok=True)
-        return {"ok": False, "reason": "not audio", "detail": f"{task[2]}: {error}"}
+        return {"ok": False, "reason": "failed", "detail": f"{task[2]}: {type(error).__name__}: {error}"}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -1049,13 +1117,23 @@ def inspect(
 
     Returns {"stats": [...rows...], "png": path or None, "rejected": {reason: count}}.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     root = Path(root)
     manifest = load_manifest(root)
+    rejected_doc = _read_json(root / REJECTED) or {}
+    rejected = dict(Counter(r.get("reason", "?") for r in rejected_doc.get("rejected", [])))
+    png_path = Path(png) if png is not None else root / "inspect.png"
+    drawn = manifest["classes"] and examples > 0
+    if drawn:
+        _draw_examples(root, manifest, png_path, examples=examples)
+    return {
+        "stats": class_split_stats(manifest),
+        "png": str(png_path) if drawn else None,
+        "rejected": rejected,
+    }
+
+
+def class_split_stats(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (class, split) with items: count, original duration, cropped count, loudness spread."""
     rows = []
     for class_name in manifest["classes"]:
         for split in ("train", "val"):
@@ -1078,38 +1156,41 @@ def inspect(
                     "lufs_p90": round(float(np.percentile(lufs, 90)), 2) if lufs.size else None,
                 }
             )
-    rejected_doc = _read_json(root / REJECTED) or {}
-    rejected = dict(Counter(r.get("reason", "?") for r in rejected_doc.get("rejected", [])))
+    return rows
 
-    png_path = Path(png) if png is not None else root / "inspect.png"
-    classes = manifest["classes"]
-    if classes and examples > 0:
-        sr = manifest["sample_rate"]
-        cmap = plt.get_cmap("magma").with_extremes(bad="black", under="black")
-        # A -160 dB noise floor, so digital silence draws as black instead of blank (log of 0).
-        floor = np.random.default_rng(0).standard_normal(manifest["length"]).astype(np.float32) * 1e-8
-        fig, axes = plt.subplots(
-            2 * len(classes), examples, figsize=(3 * examples, 3.2 * len(classes)), squeeze=False
-        )
+
+def _draw_examples(root: Path, manifest: dict[str, Any], png_path: Path, *, examples: int) -> None:
+    """Save a grid to `png_path` (atomically): per class, `examples` clips spread over the class, each as a
+    waveform above a spectrogram (90 dB range)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not png_path.parent.is_dir():
+        raise DrumdiffError(f"cannot write {png_path}: folder {png_path.parent} does not exist")
+    sr, classes = manifest["sample_rate"], manifest["classes"]
+    cmap = plt.get_cmap("magma").with_extremes(bad="black", under="black")
+    # A -160 dB noise floor, so digital silence draws as black instead of blank (log of 0).
+    floor = np.random.default_rng(0).standard_normal(manifest["length"]).astype(np.float32) * 1e-8
+    fig, axes = plt.subplots(
+        2 * len(classes), examples, figsize=(3 * examples, 3.2 * len(classes)), squeeze=False
+    )
+    try:
         for row, class_name in enumerate(classes):
             chosen = [it for it in manifest["items"] if it["class"] == class_name]
-            picks = (
-                [chosen[round(k * (len(chosen) - 1) / max(1, examples - 1))] for k in range(examples)]
-                if chosen
-                else []
-            )
+            picks = sorted({round(k * (len(chosen) - 1) / max(1, examples - 1)) for k in range(examples)})
             for col in range(examples):
                 wave_ax, spec_ax = axes[2 * row, col], axes[2 * row + 1, col]
-                if col >= len(picks) or col >= len(chosen):
+                if col >= len(picks) or not chosen:
                     wave_ax.axis("off")
                     spec_ax.axis("off")
                     continue
-                clip, _ = audio_io.read(root / picks[col]["path"])
-                mono = clip.mean(0).numpy()  # (T,)
-                t = np.arange(mono.size) / sr
-                wave_ax.plot(t, mono, linewidth=0.4, color="tab:blue")
+                item = chosen[picks[col]]
+                mono = audio_io.read(root / item["path"])[0].mean(0).numpy()  # (T,)
+                wave_ax.plot(np.arange(mono.size) / sr, mono, linewidth=0.4, color="tab:blue")
                 wave_ax.set_ylim(-1, 1)
-                wave_ax.set_title(f"{class_name}: {Path(picks[col]['source']).name[:28]}", fontsize=7)
+                wave_ax.set_title(f"{class_name}: {Path(item['source']).name[:28]}", fontsize=7)
                 wave_ax.tick_params(labelsize=6)
                 with np.errstate(divide="ignore"):
                     spectrum, _, _, image = spec_ax.specgram(
@@ -1120,14 +1201,15 @@ def inspect(
                 spec_ax.set_ylim(0, sr / 2)
                 spec_ax.tick_params(labelsize=6)
         fig.tight_layout()
-        fd, tmp = tempfile.mkstemp(prefix=f".{png_path.name}.", suffix=".png", dir=png_path.parent)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{png_path.name}.", suffix=".png", dir=png_path.parent)
+        except OSError as error:
+            raise DrumdiffError(f"cannot write {png_path}: {error.strerror or error}") from error
         os.close(fd)
         try:
             fig.savefig(tmp, dpi=80)
             os.replace(tmp, png_path)
         finally:
             Path(tmp).unlink(missing_ok=True)
-            plt.close(fig)
-    else:
-        png_path = None
-    return {"stats": rows, "png": str(png_path) if png_path else None, "rejected": rejected}
+    finally:
+        plt.close(fig)
