@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--profile", action="store_true", help="only profile one seed evaluation (original, ours) at batch 1"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.clip_steps = 3, 10
@@ -129,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         "seconds_per_clip_50_steps": {},
     }
     generator = torch.Generator().manual_seed(1)
+    if args.profile:
+        return _profile(evaluators, length=length, device=device)
     with torch.no_grad():
         # Same numbers: the converted seed network against the original, one evaluation and one 10-step clip.
         if "seed" in models:
@@ -172,6 +177,23 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         args.out.write_text(text + "\n")
+    return 0
+
+
+@torch.no_grad()
+def _profile(evaluators: dict, *, length: int, device: torch.device) -> int:
+    """Print the operator breakdown (self time) of one batch-1 evaluation of the original and of `seed`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x, t = torch.randn(1, 2, length, device=device), torch.rand(1, device=device)
+    for name in ("original", "seed"):
+        fn = evaluators[name]
+        for _ in range(2):
+            fn(x, t)  # warm-up: allocator and oneDNN kernels
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn(x, t)
+        print(f"== {name}: one evaluation, batch 1, {length} samples")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
     return 0
 
 

@@ -57,10 +57,14 @@ def seed_pair() -> tuple[torch.nn.Module, UNet1d]:
     return original, converted(original, config)
 
 
-def test_seed_parameter_count() -> None:
+@pytest.mark.parametrize(
+    ("preset", "parameters"), [("seed", SEED_PARAMETERS), ("small", 10_864_724), ("tiny", 158_492)]
+)
+def test_preset_parameter_counts(preset: str, parameters: int) -> None:
+    """The counts that docs/performance.md and the preset descriptions quote."""
     with torch.device("meta"):
-        net = UNet1d(load_preset("seed"))
-    assert sum(p.numel() for p in net.parameters()) == SEED_PARAMETERS
+        net = UNet1d(load_preset(preset))
+    assert sum(p.numel() for p in net.parameters()) == parameters
 
 
 def test_seed_parity_with_original(seed_pair) -> None:
