@@ -1079,13 +1079,14 @@ class PreparedDataset(torch.utils.data.Dataset):
 
     def _clips(self) -> np.ndarray:
         if self._array is None:
-            self._array = np.load(self.cache_path, mmap_mode="r")  # (N, C, T) float16
+            # Copy-on-write only so that torch accepts the pages without a warning; nothing ever writes.
+            self._array = np.load(self.cache_path, mmap_mode="c")  # (N, C, T) float16
         return self._array
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} clips")
-        audio = torch.from_numpy(self._clips()[index].astype(np.float32))  # (C, T)
+        audio = torch.from_numpy(self._clips()[index]).float()  # (C, T), a copy (torch converts fastest)
         if self.augment is not None:
             generator = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch, index % len(self)))
             audio = self.augment(audio, generator=generator, sample_rate=self.sample_rate)
@@ -1095,10 +1096,10 @@ class PreparedDataset(torch.utils.data.Dataset):
         """Several clips at once without augmentation: (audio `[B, C, T]` float32, labels `[B]`)."""
         order = np.asarray(indices, dtype=np.int64)
         clips = self._clips()
-        audio = np.empty((len(order), self.channels, self.length), dtype=np.float32)  # (B, C, T)
+        audio = torch.empty(len(order), self.channels, self.length)  # (B, C, T)
         for k, i in enumerate(order):
-            audio[k] = clips[i]  # float16 -> float32 straight from the page cache, no temporary
-        return torch.from_numpy(audio), torch.from_numpy(self.labels[order])
+            audio[k].copy_(torch.from_numpy(clips[i]))  # float16 -> float32 straight from the page cache
+        return audio, torch.from_numpy(self.labels[order])
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
