@@ -281,3 +281,12 @@ def test_ema_that_never_updated_is_refused(small_original, tmp_path, capsys) -> 
     assert convert(tmp_path / "early.ckpt", tmp_path / "out.safetensors") == 2
     assert "--no-ema" in capsys.readouterr().err
     assert convert(tmp_path / "early.ckpt", tmp_path / "out.safetensors", "--no-ema") == 0
+
+
+def test_checkpoint_without_ema_gives_training_weights_with_a_note(small_original, tmp_path, capsys) -> None:
+    model, _ = small_original
+    state = {f"model.{key}": value for key, value in model.state_dict().items()}
+    torch.save({"state_dict": state, "global_step": 5}, tmp_path / "plain.ckpt")
+    assert convert(tmp_path / "plain.ckpt", tmp_path / "out.safetensors") == 0
+    assert "no EMA weights" in capsys.readouterr().err
+    assert load_model_file(tmp_path / "out.safetensors").metadata["provenance"]["weights"] == "online"

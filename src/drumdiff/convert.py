@@ -13,7 +13,6 @@ import math
 import os
 import pickle
 import re
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -303,7 +302,8 @@ def convert_checkpoint(
 ) -> Converted:
     """Convert an original tiny-audio-diffusion checkpoint (or UNetV0 / DiffusionModel state_dict) to a model file.
 
-    Takes the EMA weights of a Lightning checkpoint unless `ema` is False. The layout is read from the tensors
+    Takes the EMA weights of a Lightning checkpoint unless `ema` is False (a file without EMA weights gives its
+    training weights: see `Converted.weights`). The layout is read from the tensors
     and every tensor is checked against it; the file is unconditional, with `name` (default: the source
     file's name) as its one class name, and provenance in its metadata.
     """
@@ -340,8 +340,6 @@ def convert_checkpoint(
             provenance["ema_step"] = int(step.reshape(-1)[0])
     elif online_prefix is not None:
         weights, module_state = "online", _tensors_under(state, online_prefix)
-        if ema:
-            print(f"note: {source.name} has no EMA weights; converting the training weights", file=sys.stderr)
     else:
         weights, module_state = "state_dict", state
     for key in ("epoch", "global_step", "pytorch-lightning_version"):
@@ -350,9 +348,8 @@ def convert_checkpoint(
     provenance["weights"] = weights
 
     unet = _unet_weights(module_state, source=str(source))
-    config = (
-        infer_original_config(unet) or ModelConfig()
-    )  # on failure, name what differs from the seed layout
+    # A layout that cannot be read is checked against the seed's, so that the error names what differs.
+    config = infer_original_config(unet) or ModelConfig()
     ours = map_original_unet_state_dict(unet, config=config, source=str(source))
     name = name if name is not None else source.stem
     path = save_model_file(

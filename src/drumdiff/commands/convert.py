@@ -6,6 +6,7 @@ torch and the converter are imported inside the handler so that `drumdiff --help
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -49,6 +50,10 @@ def run_convert(args: argparse.Namespace) -> int:
     from drumdiff.convert import convert_checkpoint
 
     result = convert_checkpoint(args.source, args.out, name=args.name, ema=args.ema, fp16=args.fp16)
+    if args.ema and result.weights == "online":
+        print(
+            f"note: {args.source.name} holds no EMA weights; converted its training weights", file=sys.stderr
+        )
     layout = "the seed layout" if result.config == load_preset("seed") else f"layout {result.config}"
     size_mb = result.path.stat().st_size / 1e6
     print(
