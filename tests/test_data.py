@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
 import os
@@ -370,12 +371,21 @@ def test_instrument_name_table():
     assert {name: data.class_for_instrument(name, table) for name in expected} == expected
 
 
-def test_workers_spawn_pool_gives_the_same_result(tmp_path):
+def test_workers_spawn_pool_gives_the_same_result(tmp_path, monkeypatch, capfd):
     src = tmp_path / "src"
     for i in range(4):
         wav(src / "k" / f"h{i}.wav", hit(40 + i))
     one = data.prepare([src], tmp_path / "one", settings=SETTINGS, workers=1, progress=False)
+    pools = []
+
+    class Pool(concurrent.futures.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append((kwargs["max_workers"], kwargs["mp_context"].get_start_method()))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
     two = data.prepare([src], tmp_path / "two", settings=SETTINGS, workers=2, progress=False)
+    assert pools == [(2, "spawn")] and "worker processes failed" not in capfd.readouterr().err
     assert one.accepted == two.accepted == 4
     strip = ("source_mtime_ns",)
     items = [

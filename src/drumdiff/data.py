@@ -426,7 +426,12 @@ def _init_worker() -> None:
 
 
 def process_file(job: tuple[str, str, str, PrepareSettings]) -> dict[str, Any]:
-    """Decode, condition and encode one input to `staged` (a worker task; picklable in and out)."""
+    """Decode, condition and encode one input to `staged` (a worker task; picklable in and out).
+
+    `job` is (source path, staged output path, display name, settings). Returns {"ok": True, ...} with what
+    goes into the manifest, or {"ok": False, "reason", "detail"}; raises `OutputError` when `staged` cannot
+    be written.
+    """
     path, staged, display, settings = job
     started = time.perf_counter()
     try:
@@ -438,8 +443,6 @@ def process_file(job: tuple[str, str, str, PrepareSettings]) -> dict[str, Any]:
         decoded = audio_io.decode(path, max_seconds=MAX_DECODE_SECONDS)
     except audio_io.AudioDecodeError as error:
         return {"ok": False, "reason": error.reason, "detail": str(error), **source_stat}
-    except AudioError as error:
-        return {"ok": False, "reason": "not audio", "detail": str(error), **source_stat}
     original = {
         "sample_rate": decoded.sample_rate,
         "channels": decoded.channels,
@@ -1123,7 +1126,7 @@ def inspect(
     rejected_doc = _read_json(root / REJECTED) or {}
     rejected = dict(Counter(r.get("reason", "?") for r in rejected_doc.get("rejected", [])))
     png_path = Path(png) if png is not None else root / "inspect.png"
-    drawn = manifest["classes"] and examples > 0
+    drawn = bool(manifest["classes"]) and examples > 0
     if drawn:
         _draw_examples(root, manifest, png_path, examples=examples)
     return {
