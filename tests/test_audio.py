@@ -256,6 +256,8 @@ def test_normalize_peak():
     assert torch.equal(audio.normalize(silent), silent)
     with pytest.raises(AudioError, match="mode"):
         audio.normalize(x, mode="rms")
+    with pytest.raises(AudioError, match="NaN"):
+        audio.normalize(torch.tensor([[float("nan"), 0.5]]))
 
 
 def test_loudness_matches_bs1770_reference_tones():

@@ -697,3 +697,22 @@ def test_training_reads_the_cache_not_the_audio_files(prepared, monkeypatch):
     for i, item in enumerate(val):
         clip, label = ds[i]
         assert ds.class_names[label] == item["class"] and torch.allclose(clip, expected[i], atol=1e-3)
+
+
+def test_augment_pitch_shift_stays_within_its_range():
+    t = torch.arange(8192, dtype=torch.float64) / SR
+    x = torch.sin(2 * math.pi * 1000 * t).float().expand(2, -1).clone()  # 1 kHz, stereo
+
+    def frequency(clip: torch.Tensor) -> float:
+        window = torch.hann_window(4096, dtype=torch.float64)
+        spectrum = torch.fft.rfft(clip[0, :4096].double() * window, n=1 << 16).abs()
+        return float(spectrum.argmax()) * SR / (1 << 16)
+
+    off = {"gain_db": 0.0, "polarity": 0.0, "swap": 0.0, "width": 0.0, "shift_ms": 0.0}
+    g = torch.Generator().manual_seed(0)
+    ratios = [
+        frequency(data.Augment(**off, pitch_semitones=2.0)(x, generator=g, sample_rate=SR)) / 1000
+        for _ in range(20)
+    ]
+    assert all(2 ** (-2.05 / 12) <= r <= 2 ** (2.05 / 12) for r in ratios)
+    assert max(ratios) > 2 ** (0.5 / 12) and min(ratios) < 2 ** (-0.5 / 12)  # shifts both ways

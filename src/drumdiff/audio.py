@@ -77,6 +77,7 @@ class Decoded:
 
     @property
     def channels(self) -> int:
+        """Channels decoded (as the file has them)."""
         return int(self.audio.shape[0])
 
     @property
@@ -253,7 +254,7 @@ def write(
     file_format, subtype = WRITE_FORMATS[format]
     if subtype != "FLOAT":
         data = np.clip(data, -1.0, 1.0)
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if not folder.is_dir():
         raise AudioError(f"cannot write {path}: folder {folder} does not exist")
     try:
@@ -431,9 +432,9 @@ def normalize(
     """
     _check_audio(audio)
     peak = float(audio.abs().max()) if audio.numel() else 0.0
-    if peak == 0.0 or not math.isfinite(peak):
-        if not math.isfinite(peak):
-            raise AudioError("cannot normalize audio that contains NaN/Inf samples")
+    if not math.isfinite(peak):
+        raise AudioError("cannot normalize audio that contains NaN/Inf samples")
+    if peak == 0.0:
         return audio
     peak_gain = 10 ** (peak_db / 20) / peak
     if mode == "peak":
