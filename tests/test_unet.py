@@ -154,6 +154,8 @@ def test_class_conditioning() -> None:
         kick, snare = net(x, t, class_id=torch.tensor([0, 0])), net(x, t, class_id=torch.tensor([1, 1]))
     assert not torch.allclose(kick, snare)
     assert not torch.allclose(kick, null)
+    with pytest.raises(ValueError, match="class_id"):
+        net(x, t, class_id=torch.tensor([0]))
 
 
 def test_gradient_checkpointing_gives_equal_gradients() -> None:

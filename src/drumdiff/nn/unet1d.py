@@ -96,6 +96,8 @@ class UNet1d(nn.Module):
         if self.class_embedding is not None:
             if class_id is None:
                 class_id = torch.full((batch,), config.num_classes, dtype=torch.long, device=x.device)
+            if class_id.shape != (batch,):
+                raise ValueError(f"expected class_id of shape [{batch}], got {list(class_id.shape)}")
             features = features + self.class_embedding(class_id)  # (B, F)
         elif class_id is not None:
             raise ValueError("class_id given to an unconditional model (config.num_classes is 0)")
