@@ -371,3 +371,29 @@ def test_memory_budget_probes_on_cpu(tmp_path: Path, data2: Path, capsys: pytest
     assert "memory probe: batch 4" in err and "chose batch 4 x accumulate 1" in err
     record = json.loads((run / "config.json").read_text())
     assert record["train"]["batch_size"] == 4 and record["memory_choice"]["grad_checkpointing"] is False
+
+
+def test_previews_reach_tensorboard(tmp_path: Path, data2: Path) -> None:
+    """Preview WAVs + PNG land in RUN/previews and, with the default logger, in TensorBoard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    args = [
+        "train",
+        str(data2),
+        "--run-dir",
+        str(run),
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "1",
+    ]
+    assert main(args) == 0
+    assert len(list((run / "previews" / "step-0000001").glob("*.wav"))) == 4
+    events = EventAccumulator(str(run / "logs"), size_guidance={"audio": 0, "images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert "preview/0" in tags["audio"] and "preview/png" in tags["images"]
+    assert {"loss", "val_loss", "val_loss_raw"} <= set(tags["scalars"])
