@@ -654,6 +654,16 @@ def test_output_write_failure_stops_the_run_and_odd_failures_are_retried(tmp_pat
     [entry] = read_json(out / "rejected.json")["rejected"]
     assert entry["path"].endswith("h1.wav") and "ValueError: something unforeseen" in entry["detail"]
     monkeypatch.setattr(data, "condition", real_condition)
+    before = (out / "manifest.json").read_bytes()
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)  # the disk fills up just as the manifest is written
+    with pytest.raises(DrumdiffError, match=r"cannot write .*manifest\.json: No space left on device"):
+        data.prepare([src], out, settings=SETTINGS, progress=False, workers=1)
+    assert (out / "manifest.json").read_bytes() == before and not list(out.glob(".manifest.json.*"))
+    monkeypatch.undo()
     again = data.prepare([src], out, settings=SETTINGS, progress=False, workers=1)
     assert (again.accepted, again.encoded, again.reused, again.rejected) == (3, 1, 2, {})
 

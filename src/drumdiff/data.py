@@ -527,20 +527,25 @@ class PrepareReport:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically (temp file in the same folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write JSON atomically (temp file in the same folder, flushed to disk, then renamed)."""
+    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
     try:
-        text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
-        try:
-            encoded = text.encode("utf-8")
-        except UnicodeEncodeError:  # a file name that is not valid UTF-8: escape it (\udcxx reads back)
-            encoded = (json.dumps(data, indent=1) + "\n").encode("ascii")
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not valid UTF-8: escape it (\udcxx reads back)
+        encoded = (json.dumps(data, indent=1) + "\n").encode("ascii")
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(encoded)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as error:
+        raise DrumdiffError(f"cannot write {path}: {error.strerror or error}") from error
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)  # gone already after the rename
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -1024,6 +1029,9 @@ def build_cache(
         array.flush()
         del array
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise DrumdiffError(f"cannot write the dataset cache {path}: {error.strerror or error}") from error
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
