@@ -24,19 +24,40 @@ from torch import Tensor, nn
 TIME_FREQUENCIES = 128
 
 
+def _channels_last_4d(x: Tensor) -> Tensor:
+    """(B, C, T) -> (B, C, 1, T) stored channels-last: a view when x is already stored channels-last.
+
+    Also turns a conv weight (C_out, C_in, K) into the (C_out, C_in, 1, K) channels-last weight oneDNN wants.
+    """
+    return x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+
+
 def to_channels_last(x: Tensor) -> Tensor:
     """(B, C, T) in any memory layout -> the same values stored channels-last (no copy if already so)."""
-    return x.unsqueeze(2).contiguous(memory_format=torch.channels_last).squeeze(2)
+    return _channels_last_4d(x).squeeze(2)
 
 
 class Conv1d(nn.Conv1d):
-    """`nn.Conv1d` (same parameters) run as a channels-last 2D convolution, which oneDNN does much faster."""
+    """`nn.Conv1d` (same parameters) run as a channels-last 2D convolution, which oneDNN does much faster.
+
+    Only what the U-Net uses: zero padding given as a number, no dilation, no groups.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if (
+            self.groups != 1
+            or self.dilation != (1,)
+            or self.padding_mode != "zeros"
+            or isinstance(self.padding, str)
+        ):
+            raise ValueError("drumdiff Conv1d supports only numeric zero padding, dilation 1 and groups 1")
 
     def forward(self, x: Tensor) -> Tensor:
-        # (B, C_in, T) -> (B, C_in, 1, T) channels-last: a view when x is already stored channels-last.
-        x4 = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-        w4 = self.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (C_out, C_in, 1, K)
-        y = F.conv2d(x4, w4, self.bias, stride=(1, self.stride[0]), padding=(0, self.padding[0]))
+        w4 = _channels_last_4d(self.weight)  # (C_out, C_in, 1, K)
+        y = F.conv2d(
+            _channels_last_4d(x), w4, self.bias, stride=(1, self.stride[0]), padding=(0, self.padding[0])
+        )
         return y.squeeze(2)  # (B, C_out, T'), channels-last
 
 
@@ -172,6 +193,6 @@ class Upsample(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.factor > 1:  # the original also "upsamples" by 1, which is a plain copy
-            x4 = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # (B, C, 1, T)
+            x4 = _channels_last_4d(x)  # (B, C, 1, T)
             x = F.interpolate(x4, scale_factor=(1, self.factor), mode="nearest").squeeze(2)  # (B, C, f T)
         return self.conv(x)
