@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", action="store_true", help="only profile one seed evaluation (original, ours) at batch 1"
     )
     args = parser.parse_args(argv)
+    if args.profile and "seed" not in args.presets:
+        parser.error("--profile compares the original with the seed preset: keep seed in --presets")
     if args.quick:
         args.repeats, args.clip_steps = 3, 10
     if args.threads:
