@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    commit = git_commit()  # the code that trains, before anything else can change the checkout
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -287,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     provenance = {
         "script": "scripts/train_classifier.py",
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "git_commit": git_commit(),
+        "git_commit": commit,
+        "device": args.device,
         "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
         "train_kits": kits["train"],
         "val_kits": kits["val"],
