@@ -600,6 +600,8 @@ def format_summary(report: dict[str, Any]) -> str:
         f"{'clipped clips':<28}{art['clipped_clips']:>12}{ref_art['clipped_clips']:>12}",
         f"{'silent clips':<28}{art['silent_clips']:>12}{ref_art['silent_clips']:>12}",
     ]
+    if report["fd"] is None:
+        lines.append("(FD, KID and variety need at least 2 clips in each set)")
     classes = report.get("classes")
     if classes:
         lines += [
