@@ -609,6 +609,8 @@ class DiffusionTrainer(pl.LightningModule):
     def save_checkpoint(self) -> Path:
         path = self.run_dir / "checkpoints" / "last.ckpt"
         write_checkpoint(path, self.checkpoint_state())
+        if self.logger is not None:
+            self.logger.save()  # the logged curve is on disk whenever a checkpoint is (CSV buffers otherwise)
         return path
 
     # ----- previews
@@ -1091,7 +1093,8 @@ def train(
             raise DrumdiffError(
                 "--init-from cannot be combined with --resume (the checkpoint has the weights)"
             )
-        _clean_temp_files(ckpt_path.parent) if ckpt_path.parent.is_dir() else None
+        if ckpt_path.parent.is_dir():
+            _clean_temp_files(ckpt_path.parent)
         if not ckpt_path.is_file():
             raise DrumdiffError(f"--resume: {ckpt_path} does not exist; start a new run without --resume")
         resume_state = load_checkpoint(ckpt_path)
