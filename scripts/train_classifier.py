@@ -157,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         "of training and reported separately on val",
     )
     parser.add_argument(
+        "--val-groups",
+        default=None,
+        help="comma-separated kit (group) names to hold out instead of the manifest's split (cross-validation)",
+    )
+    parser.add_argument(
         "--predictions", type=Path, default=None, help="write per-clip val predictions (JSON)"
     )
     parser.add_argument(
@@ -183,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     manifest_bytes = manifest_path.read_bytes()
     manifest = json.loads(manifest_bytes)
     classes = list(manifest["classes"])
+    if args.val_groups is not None:  # cross-validation: hold out these kits, train on all others
+        held_out = {g.strip() for g in args.val_groups.split(",") if g.strip()}
+        unknown = held_out - {i["group"] for i in manifest["items"]}
+        if unknown:
+            parser.error(f"--val-groups: no such group in the manifest: {', '.join(sorted(unknown))}")
+        for item in manifest["items"]:
+            item["split"] = "val" if item["group"] in held_out else "train"
     config = ClassifierConfig(
         class_names=tuple(classes),
         sample_rate=manifest["sample_rate"],
@@ -305,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_macro_accuracy_all": round(macro_all, 4),
         "val_confusion_all": matrix_all.tolist(),
         "unlabelled_instruments": args.unlabelled,
+        "val_groups_override": args.val_groups,
         "val_recall": {c: round(float(r), 4) for c, r in zip(classes, recalls, strict=True)},
         "val_confusion": matrix.tolist(),
         "torch": torch.__version__,
