@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from tests.conftest import require
 from tests.test_training import _prepare
 
 DRIVER = """
@@ -43,6 +44,7 @@ train(TrainRequest(data_dir=data, run_dir=out / f"run-{mode}", overrides=overrid
 
 
 def test_ddp_two_cpu_processes_match_one_process(tmp_path: Path) -> None:
+    require("lightning")
     data = _prepare(tmp_path, {"kick": 6, "snare": 6})
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)

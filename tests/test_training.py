@@ -21,6 +21,7 @@ import soundfile as sf
 import torch
 
 from drumdiff.cli import main
+from tests.conftest import require
 
 LENGTH = 2048
 STEPS = 6
@@ -60,6 +61,7 @@ sys.exit(main(sys.argv[3:]))
 @pytest.fixture(autouse=True)
 def _one_thread() -> object:
     """Tiny models run fastest on one thread (and do not stall when other jobs share the cores)."""
+    require("lightning")  # the [train] extra: fails in CI when missing, skips locally
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -375,6 +377,7 @@ def test_memory_budget_probes_on_cpu(tmp_path: Path, data2: Path, capsys: pytest
 
 def test_previews_reach_tensorboard(tmp_path: Path, data2: Path) -> None:
     """Preview WAVs + PNG land in RUN/previews and, with the default logger, in TensorBoard."""
+    require("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run = tmp_path / "run"
