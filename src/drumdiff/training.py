@@ -470,10 +470,15 @@ class DiffusionTrainer(pl.LightningModule):
             msg = f"step {self.step + 1}: non-finite loss or gradients; step skipped ({self.bad_in_a_row} in a row)"
             warnings.warn(msg, RuntimeWarning, stacklevel=1)
             if self.bad_in_a_row >= cfg.max_bad_steps:
+                ckpt = self.run_dir / "checkpoints" / "last.ckpt"
+                kept = (
+                    f"the last good checkpoint {ckpt} is kept"
+                    if ckpt.is_file()
+                    else "no checkpoint was written"
+                )
                 raise DrumdiffError(
                     f"stopped after {self.bad_in_a_row} non-finite losses in a row at step {self.step + 1}; "
-                    f"the last good checkpoint {self.run_dir / 'checkpoints' / 'last.ckpt'} is kept "
-                    "(try a lower --lr or --precision 32)"
+                    f"{kept} (try a lower --lr or --precision 32)"
                 )
         else:
             self.bad_in_a_row = 0
