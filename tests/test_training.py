@@ -400,3 +400,15 @@ def test_previews_reach_tensorboard(tmp_path: Path, data2: Path) -> None:
     tags = events.Tags()
     assert "preview/0" in tags["audio"] and "preview/png" in tags["images"]
     assert {"loss", "val_loss", "val_loss_raw"} <= set(tags["scalars"])
+
+
+def test_export_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run folder without checkpoints and a damaged checkpoint: one line each, exit 2, nothing written."""
+    (tmp_path / "run").mkdir()
+    out = tmp_path / "model.safetensors"
+    assert main(["export", str(tmp_path / "run"), str(out)]) == 2
+    assert "no checkpoints/last.ckpt" in _error(capsys)
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"not a checkpoint")
+    assert main(["export", str(broken), str(out)]) == 2
+    assert "broken.ckpt" in _error(capsys) and not out.exists()
