@@ -314,7 +314,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise ModelFileError(f"{path} is not a readable drumdiff training checkpoint: {error}") from error
+        # torch's weights-only errors wrap one useful line in several lines of advice: keep that line.
+        boilerplate = ("Weights only load failed", "Please file", "Check the documentation", "(1)", "(2)")
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        useful = [line for line in lines if not line.startswith(boilerplate)]
+        detail = (useful or lines or [""])[0].replace("WeightsUnpickler error:", "").strip()
+        raise ModelFileError(
+            f"{path} is not a readable drumdiff training checkpoint (damaged, truncated, or holding more than "
+            f"plain tensors): {type(error).__name__}: {detail[:160]}"
+        ) from error
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise ModelFileError(f"{path} is not a drumdiff training checkpoint")
     if state.get("version") != CHECKPOINT_VERSION:
