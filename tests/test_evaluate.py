@@ -238,6 +238,8 @@ def test_cli_json_offline_with_classes_train_plot_and_bad_files(tmp_path, capsys
         path.with_suffix(".json").write_text(json.dumps({"file": path.name, "class_name": "snare"}))
     (gen / "kick" / "broken.wav").write_text("not audio at all")
     (gen / "empty.flac").write_bytes(b"")
+    truncated = write(tmp_path / "whole.wav", kick(60)).read_bytes()
+    (gen / "kick" / "truncated.wav").write_bytes(truncated[: len(truncated) // 2])
     png = tmp_path / "report.png"
 
     code = main(
@@ -259,7 +261,7 @@ def test_cli_json_offline_with_classes_train_plot_and_bad_files(tmp_path, capsys
     report = json.loads(captured.out)
     assert report["num_gen"] == 7 and report["num_ref"] == 8
     skipped = {Path(s["file"]).name for s in report["skipped"]}
-    assert skipped == {"broken.wav", "empty.flac"}
+    assert skipped == {"broken.wav", "empty.flac", "truncated.wav"}
     assert "broken.wav" in captured.err
     assert report["classifier"]["sha256"] == ev_sha(DEFAULT_CLASSIFIER)
     assert report["fd"] > 0 and report["kid_std"] >= 0

@@ -309,6 +309,11 @@ def load_clips(
         except Exception as error:  # never let one odd file stop an evaluation
             clips.skipped.append({"file": str(path), "error": f"{path}: {type(error).__name__}: {error}"})
             continue
+        if decoded.partial:  # a truncated file or a lying header: its numbers would mislead
+            clips.skipped.append(
+                {"file": str(path), "error": f"{path}: decoded only partly ({decoded.partial_reason})"}
+            )
+            continue
         artifacts = artifact_metrics(decoded.audio, decoded.sample_rate)
         fitted, _, _ = condition(decoded, settings)
         if fitted is None:  # silent or too short: prepare would reject it; keep it, fitted plainly
