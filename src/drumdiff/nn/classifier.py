@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +41,9 @@ class ClassifierConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128)
     embed_dim: int = 64
     dropout: float = 0.3
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(
+        default_factory=dict
+    )  # room for later options; files written so far hold {}
 
     @property
     def num_classes(self) -> int:
@@ -63,6 +64,7 @@ def hz_to_mel(freq: Tensor) -> Tensor:
 
 
 def mel_to_hz(mel: Tensor) -> Tensor:
+    """Inverse of `hz_to_mel`."""
     return 700.0 * (10.0 ** (mel / 2595.0) - 1.0)
 
 
@@ -260,8 +262,3 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def num_frames(config: ClassifierConfig) -> int:
-    """Log-mel frames for one clip of `config.length` samples."""
-    return math.floor(config.length / config.hop_length) + 1
