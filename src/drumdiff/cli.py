@@ -1,7 +1,7 @@
 """The `drumdiff` command: a thin argparse layer over the library.
 
 Each sub-command lives in `drumdiff.commands.<module>` with `register(subparsers)`; those modules import
-nothing heavy at module level, so `drumdiff --help` and `drumdiff generate` start fast (no Lightning, no Gradio).
+nothing heavy at module level, so `drumdiff --help` and `drumdiff generate` start fast (no Lightning).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from drumdiff import __version__
 from drumdiff.errors import DrumdiffError
 
 # Order is the order in `drumdiff --help`.
-COMMAND_MODULES = ("generate", "data", "train", "convert", "evaluate", "app")
+COMMAND_MODULES = ("generate", "data", "train", "convert", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,13 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"drumdiff {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"drumdiff.commands.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"drumdiff.commands.{name}":
-                continue  # a command not built yet
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"drumdiff.commands.{name}").register(subparsers)
     return parser
 
 
