@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_name  # noqa: E402
 from bench.original_lib import SEED_LAYOUT, import_original  # noqa: E402
 from drumdiff.config import load_preset  # noqa: E402
 from drumdiff.convert import map_original_unet_state_dict  # noqa: E402
@@ -48,16 +48,6 @@ def _seconds(fn, device: torch.device) -> float:
     fn()
     _sync(device)
     return time.perf_counter() - start
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result: dict = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "length": length,

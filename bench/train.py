@@ -23,7 +23,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import cpu_name  # noqa: E402
 from bench.original_lib import SEED_LAYOUT, import_original  # noqa: E402
 from drumdiff.config import load_preset  # noqa: E402
 from drumdiff.diffusion import v_loss  # noqa: E402
@@ -271,16 +271,6 @@ def cuda_part(
     return {"device": name, "rows": rows, "ratios": ratios}
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu", action=argparse.BooleanOptionalAction, default=None, help="run the CPU part")
@@ -313,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     run_cuda = args.cuda if args.cuda is not None else torch.cuda.is_available()
     result: dict[str, Any] = {
         "torch": torch.__version__,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cores": os.cpu_count(),
         "preset": args.preset,
         "length": args.length,

@@ -220,6 +220,33 @@ class _Session:
         )
         return 0
 
+    def sampling_kwargs(self, n: int) -> dict[str, Any]:
+        """The keyword arguments every sampling call of the pipeline shares."""
+        args = self.args
+        return dict(
+            n=n,
+            seed=self.seed,
+            steps=args.steps,
+            sampler=args.sampler,
+            schedule=args.schedule,
+            class_name=args.class_name,
+            guidance=args.guidance,
+            batch_size=args.batch_size,
+        )
+
+    def seeded(self, stem: str, n: int, **fields: Any) -> dict[str, list]:
+        """File stems `STEM_seedS_III` and per-clip record fields for n clips seeded SEED + i."""
+        seeds = [self.seed + i for i in range(n)]
+        return {
+            "stems": [f"{stem}_seed{s}_{i:03d}" for i, s in enumerate(seeds)],
+            "extra": [{"index": i, "seed": s, **fields} for i, s in enumerate(seeds)],
+        }
+
+    def input_label(self, path: Path) -> str:
+        from drumdiff.outputs import safe_label
+
+        return safe_label(path.stem)
+
     def label(self) -> str:
         from drumdiff.outputs import safe_label
 
@@ -237,21 +264,8 @@ def run_generate(args: argparse.Namespace) -> int:
     session = _Session(args, "generate")
     n = args.n or 4
     tick = session.progress(_batches(n, args.batch_size) * args.steps)
-    clips = session.model.generate(
-        n=n,
-        seed=session.seed,
-        steps=args.steps,
-        sampler=args.sampler,
-        schedule=args.schedule,
-        class_name=args.class_name,
-        guidance=args.guidance,
-        batch_size=args.batch_size,
-        progress=tick,
-    )
-    label = session.label()
-    stems = [f"{label}_seed{session.seed + i}_{i:03d}" for i in range(n)]
-    extra = [{"index": i, "seed": session.seed + i} for i in range(n)]
-    return session.finish(clips, stems=stems, extra=extra)
+    clips = session.model.generate(**session.sampling_kwargs(n), progress=tick)
+    return session.finish(clips, **session.seeded(session.label(), n))
 
 
 def run_vary(args: argparse.Namespace) -> int:
@@ -263,28 +277,9 @@ def run_vary(args: argparse.Namespace) -> int:
     clip = session.read_input(args.input)
     n = args.n or 1
     tick = session.progress(_batches(n, args.batch_size) * max(1, round(args.steps * args.strength)))
-    clips = session.model.vary(
-        clip,
-        strength=args.strength,
-        n=n,
-        seed=session.seed,
-        steps=args.steps,
-        sampler=args.sampler,
-        schedule=args.schedule,
-        class_name=args.class_name,
-        guidance=args.guidance,
-        batch_size=args.batch_size,
-        progress=tick,
-    )
-    from drumdiff.outputs import safe_label
-
-    stem = safe_label(args.input.stem)
-    stems = [f"{stem}_vary{args.strength:g}_seed{session.seed + i}_{i:03d}" for i in range(n)]
-    extra = [
-        {"index": i, "seed": session.seed + i, "input": str(args.input), "strength": args.strength}
-        for i in range(n)
-    ]
-    return session.finish(clips, stems=stems, extra=extra)
+    clips = session.model.vary(clip, strength=args.strength, **session.sampling_kwargs(n), progress=tick)
+    stem = f"{session.input_label(args.input)}_vary{args.strength:g}"
+    return session.finish(clips, **session.seeded(stem, n, input=str(args.input), strength=args.strength))
 
 
 def run_inpaint(args: argparse.Namespace) -> int:
@@ -299,28 +294,9 @@ def run_inpaint(args: argparse.Namespace) -> int:
         raise DrumdiffError(f"--keep-ms {args.keep_ms} keeps the whole clip; nothing would be regenerated")
     n = args.n or 1
     tick = session.progress(_batches(n, args.batch_size) * args.steps)
-    clips = session.model.inpaint(
-        clip,
-        keep=(0, keep),
-        n=n,
-        seed=session.seed,
-        steps=args.steps,
-        sampler=args.sampler,
-        schedule=args.schedule,
-        class_name=args.class_name,
-        guidance=args.guidance,
-        batch_size=args.batch_size,
-        progress=tick,
-    )
-    from drumdiff.outputs import safe_label
-
-    stem = safe_label(args.input.stem)
-    stems = [f"{stem}_inpaint_seed{session.seed + i}_{i:03d}" for i in range(n)]
-    extra = [
-        {"index": i, "seed": session.seed + i, "input": str(args.input), "keep_ms": args.keep_ms}
-        for i in range(n)
-    ]
-    return session.finish(clips, stems=stems, extra=extra)
+    clips = session.model.inpaint(clip, keep=(0, keep), **session.sampling_kwargs(n), progress=tick)
+    stem = f"{session.input_label(args.input)}_inpaint"
+    return session.finish(clips, **session.seeded(stem, n, input=str(args.input), keep_ms=args.keep_ms))
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
@@ -341,9 +317,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=tick,
     )
-    from drumdiff.outputs import safe_label
-
-    pair = f"{safe_label(args.input_a.stem)}_to_{safe_label(args.input_b.stem)}"
+    pair = f"{session.input_label(args.input_a)}_to_{session.input_label(args.input_b)}"
     stems = [f"{pair}_{i:03d}" for i in range(args.frames)]
     extra = [
         {"index": i, "weight": i / (args.frames - 1), "inputs": [str(args.input_a), str(args.input_b)]}
