@@ -174,9 +174,12 @@ def test_models_lists_user_models(model_path, tmp_path, monkeypatch, capsys) -> 
     home = tmp_path / "home"
     (home / "models").mkdir(parents=True)
     (home / "models" / "mine.safetensors").write_bytes(model_path.read_bytes())
+    (home / "models" / "broken.safetensors").write_bytes(b"junk")
     monkeypatch.setenv("DRUMDIFF_HOME", str(home))
     assert run("models") == 0
-    assert "mine" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "mine" in captured.out
+    assert "broken.safetensors: unreadable" in captured.err
     out = tmp_path / "o"
     assert run("generate", "--model", "mine", "-n", 1, "--steps", 1, "--seed", 0, "--out", out) == 0
 

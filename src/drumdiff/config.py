@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -93,14 +93,3 @@ def load_preset(name_or_path: str) -> ModelConfig:
     data = json.loads(text)
     data.pop("description", None)
     return ModelConfig.from_dict(data)
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How to draw clips from a model; the CLI flags override these defaults."""
-
-    sampler: str = "dpmpp-2m"
-    steps: int = 20
-    guidance: float = 1.0
-    seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)

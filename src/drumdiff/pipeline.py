@@ -57,36 +57,42 @@ class ModelEntry:
     name: str
     path: Path
     origin: str  # "shipped" or "user"
+    problem: str | None = None  # why the file cannot be used, for `drumdiff models` to say
 
 
 def _model_files(folder: Path, origin: str) -> list[ModelEntry]:
+    """The model files in `folder`; unusable ones carry their problem, other kinds of file are left out."""
+    from safetensors import safe_open
+
     from drumdiff.modelfile import FORMAT
 
     if not folder.is_dir():
         return []
     entries = []
     for path in sorted(folder.glob("*.safetensors")):
+        problem = None
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as handle:
-                if (handle.metadata() or {}).get("format") != FORMAT:
-                    continue  # e.g. the evaluation classifier
-        except Exception:  # noqa: BLE001 - an unreadable file in a model folder is listed elsewhere
-            continue
-        entries.append(ModelEntry(name=path.stem, path=path, origin=origin))
+                kind = (handle.metadata() or {}).get("format")
+            if kind != FORMAT and kind is not None:
+                continue  # another drumdiff file, e.g. the evaluation classifier
+            if kind is None:
+                problem = "not a drumdiff model file (no format in its metadata)"
+        except Exception as error:  # noqa: BLE001 - safetensors raises several types for damaged files
+            problem = f"unreadable ({error})"
+        entries.append(ModelEntry(name=path.stem, path=path, origin=origin, problem=problem))
     return entries
 
 
 def list_models() -> list[ModelEntry]:
-    """Shipped models first, then the user's models folder."""
+    """Shipped models first, then the user's models folder (unusable files included, with their problem)."""
     return _model_files(SHIPPED_DIR, "shipped") + _model_files(user_model_dir(), "user")
 
 
 def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
     """A path, else a shipped model name, else a user model name; None means the first shipped model."""
     if name_or_path is None:
-        shipped = _model_files(SHIPPED_DIR, "shipped")
+        shipped = [e for e in _model_files(SHIPPED_DIR, "shipped") if e.problem is None]
         if not shipped:
             raise DrumdiffError(
                 "this drumdiff has no shipped model yet: pass --model PATH to a .safetensors file "

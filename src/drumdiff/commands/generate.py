@@ -336,4 +336,6 @@ def run_models(args: argparse.Namespace) -> int:
         print("no shipped or user models installed")
     for entry in entries:
         print(f"{entry.origin:8s} {entry.name:24s} {entry.path}")
+        if entry.problem:
+            print(f"warning: {entry.path}: {entry.problem}", file=sys.stderr)
     return 0
