@@ -355,6 +355,26 @@ def test_stream_sampler_splits_one_global_order() -> None:
         assert sorted(i for batch in one for i, p in batch if p // 10 == epoch) == list(range(10))
 
 
+def test_augmentation_is_per_position_and_leaves_noise_alone() -> None:
+    """--augment changes the clip deterministically per stream position; noise, t and dropout stay the same."""
+    from drumdiff.data import Augment
+    from drumdiff.synth import make
+    from drumdiff.training import TrainItems
+
+    clips = [(make("snare", seed=i, length=2048), 0) for i in range(2)]
+    plain = TrainItems(clips, seed=3, cfg_dropout=0.1)
+    augmented = TrainItems(clips, seed=3, cfg_dropout=0.1, augment=Augment(), sample_rate=44100)
+    a, b, again = plain[(1, 7)], augmented[(1, 7)], augmented[(1, 7)]
+    assert not torch.equal(a[0], b[0]) and torch.equal(b[0], again[0])
+    assert b[0].shape == a[0].shape and torch.isfinite(b[0]).all()
+    assert torch.equal(a[2], b[2]) and torch.equal(a[3], b[3]) and a[4] == b[4]
+    assert not torch.equal(augmented[(1, 8)][0], b[0])  # another position, another augmentation
+    from drumdiff.cli import build_parser
+
+    args = build_parser().parse_args(["train", "data", "--run-dir", "run", "--augment"])
+    assert args.augment is True
+
+
 def test_parse_size() -> None:
     from drumdiff.errors import DrumdiffError
     from drumdiff.training import parse_size

@@ -77,6 +77,7 @@ class TrainConfig:
     ema_beta: float = 0.995
     ema_power: float = 0.7
     cfg_dropout: float = 0.1  # probability of the null class, conditional models only
+    augment: bool = False  # drumdiff.data.Augment's defaults: gain, polarity, stereo swap/width, onset shift
     seed: int = 0
     checkpoint_every: int = 0  # steps; 0: about every DEFAULT_CHECKPOINT_SECONDS
     preview_every: int = 0  # steps; 0: about every DEFAULT_PREVIEW_SECONDS; -1: never
@@ -174,8 +175,17 @@ class TrainItems(Dataset):
     Picklable (spawn workers): it holds the dataset and plain numbers only.
     """
 
-    def __init__(self, dataset: Dataset, *, seed: int, cfg_dropout: float) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        seed: int,
+        cfg_dropout: float,
+        augment: Any = None,
+        sample_rate: int = 44100,
+    ) -> None:
         self.dataset, self.seed, self.cfg_dropout = dataset, seed, cfg_dropout
+        self.augment, self.sample_rate = augment, sample_rate  # augment: a drumdiff.data.Augment or None
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -183,6 +193,9 @@ class TrainItems(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[Tensor, int, Tensor, Tensor, bool]:
         index, position = key
         audio, class_index = self.dataset[index]  # (C, T)
+        if self.augment is not None:  # its own generator: turning augmentation on changes nothing else
+            g_aug = torch.Generator().manual_seed(_key_seed("augment", self.seed, position))
+            audio = self.augment(audio, generator=g_aug, sample_rate=self.sample_rate)
         g = torch.Generator().manual_seed(_key_seed("train", self.seed, position))
         t = torch.rand((), generator=g)
         drop = bool(torch.rand((), generator=g) < self.cfg_dropout)
@@ -409,10 +422,14 @@ class DiffusionTrainer(pl.LightningModule):
             rank=rank,
             world=world,
         )
+        from drumdiff.data import Augment
+
         items = TrainItems(
             self.train_dataset,
             seed=cfg.seed,
             cfg_dropout=cfg.cfg_dropout if self.model_config.conditional else 0,
+            augment=Augment() if cfg.augment else None,
+            sample_rate=self.model_config.sample_rate,
         )
         workers = cfg.num_workers
         if workers < 0:

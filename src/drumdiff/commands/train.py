@@ -32,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="recompute activations in backward: less memory, about a third more compute (default off)",
     )
     p.add_argument("--lr", type=float, help="peak AdamW learning rate after warm-up (default 1e-4)")
+    p.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random gain, polarity, stereo swap/width and onset shift per example (default off)",
+    )
     p.add_argument("--seed", type=int, help="seed of weights, data order and noise (default 0)")
     p.add_argument(
         "--checkpoint-every",
@@ -86,6 +92,7 @@ OVERRIDE_FLAGS = (
     "precision",
     "grad_checkpointing",
     "lr",
+    "augment",
     "seed",
     "checkpoint_every",
     "preview_every",
