@@ -109,18 +109,21 @@ def test_generate_formats_and_sample_rate(model_path, tmp_path) -> None:
 
 def test_vary_inpaint_interpolate(model_path, input_wav, tmp_path, capsys) -> None:
     out = tmp_path / "o"
-    common = ["--model", model_path, "--out", out, "--seed", 1]
-    assert run("vary", input_wav, "--strength", 0.3, "--steps", 4, "-n", 2, *common) == 0
+    common = ["--model", model_path, "--out", out]
+    assert run("vary", input_wav, "--strength", 0.3, "--steps", 4, "-n", 2, "--seed", 1, *common) == 0
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "48000 -> 44100" in warnings[0] and "1 -> 2 channels" in warnings[0]
     assert len(list(out.glob("my-kick_vary0.3_*.wav"))) == 2
 
-    assert run("inpaint", input_wav, "--keep-ms", 20, "--steps", 2, *common) == 0
+    assert run("inpaint", input_wav, "--keep-ms", 20, "--steps", 2, "--seed", 1, *common) == 0
     assert len(list(out.glob("my-kick_inpaint_*.wav"))) == 1
 
     assert run("interpolate", input_wav, input_wav, "--frames", 3, "--steps", 3, *common) == 0
-    assert len(list(out.glob("my-kick_to_my-kick_*.wav"))) == 3
+    frames = sorted(out.glob("my-kick_to_my-kick_*.wav"))
+    assert len(frames) == 3
+    record = json.loads(frames[1].with_suffix(".json").read_text())
+    assert record["weight"] == 0.5 and "request_seed" not in record  # deterministic: no seed to record
 
 
 @pytest.mark.parametrize(

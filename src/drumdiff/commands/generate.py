@@ -42,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inter.add_argument("input_b", type=Path, metavar="B", help="second audio file")
     inter.add_argument("--frames", type=int, default=5, help="clips to write, endpoints included (default 5)")
     inter.add_argument("--class", dest="class_name", default=None, help="class (conditional models)")
-    _add_sampling_flags(inter, default_steps=100, samplers=False)
+    _add_sampling_flags(inter, default_steps=100, seeded=False)
     inter.set_defaults(func=run_interpolate)
 
     inpaint = subparsers.add_parser("inpaint", help="keep the attack, regenerate the tail")
@@ -58,9 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     models.set_defaults(func=run_models)
 
 
-def _add_sampling_flags(
-    parser: argparse.ArgumentParser, *, default_steps: int, samplers: bool = True
-) -> None:
+def _add_sampling_flags(parser: argparse.ArgumentParser, *, default_steps: int, seeded: bool = True) -> None:
+    """Flags shared by the sampling commands. `seeded=False` (interpolate: deterministic DDIM, no noise is
+    drawn) leaves out --sampler, --schedule and --seed."""
     parser.add_argument(
         "--model", default=None, help="model name or .safetensors path (default: shipped model)"
     )
@@ -68,7 +68,7 @@ def _add_sampling_flags(
     parser.add_argument(
         "--steps", type=int, default=default_steps, help=f"sampler steps (default {default_steps})"
     )
-    if samplers:
+    if seeded:
         parser.add_argument(
             "--sampler", default="dpmpp-2m", help=f"one of {', '.join(SAMPLER_NAMES)} (default dpmpp-2m)"
         )
@@ -77,12 +77,12 @@ def _add_sampling_flags(
             default="log-snr",
             help=f"time schedule: {', '.join(SCHEDULE_NAMES)} (linear = the original's; default log-snr)",
         )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="seed of the first clip; clip i uses SEED + i (default: random)",
-    )
+        parser.add_argument(
+            "--seed",
+            type=int,
+            default=None,
+            help="seed of the first clip; clip i uses SEED + i (default: random)",
+        )
     parser.add_argument(
         "--guidance", type=float, default=1.0, help="classifier-free guidance scale (conditional models)"
     )
@@ -137,7 +137,9 @@ class _Session:
             if args.threads < 1:
                 raise DrumdiffError(f"--threads must be at least 1, got {args.threads}")
             torch.set_num_threads(args.threads)
-        self.seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
+        self.seed: int | None = None  # interpolate draws no noise
+        if hasattr(args, "seed"):
+            self.seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
         self.folder = prepare_folder(args.out)
         from drumdiff.modelfile import file_sha256
         from drumdiff.pipeline import load_model
@@ -184,11 +186,10 @@ class _Session:
             "operation": self.operation,
             "model": {"path": str(self.model.path), "sha256": self.model_sha256},
             "class_name": self.args.class_name,
-            "sampler": getattr(self.args, "sampler", "ddim"),
+            "sampler": getattr(self.args, "sampler", "ddim"),  # interpolate inverts and decodes with DDIM
             "schedule": getattr(self.args, "schedule", "log-snr"),
             "steps": self.args.steps,
             "guidance": self.args.guidance,
-            "request_seed": self.seed,
             "n": len(clips),
             "batch_size": self.args.batch_size,
             "sample_rate": rate,
@@ -201,6 +202,8 @@ class _Session:
         timing = {
             "timing": {"seconds_per_clip": round(seconds / len(clips), 4), "unix_time": round(time.time(), 3)}
         }
+        if self.seed is not None:
+            base["request_seed"] = self.seed
         records = [{**base, **e, **timing} for e in extra]
         paths = write_clips(
             self.folder, clips, stems=stems, records=records, sample_rate=rate, format=self.args.format
@@ -213,9 +216,10 @@ class _Session:
             print(png)
         for path in paths:
             print(path)
+        seed = "" if self.seed is None else f", seed {self.seed}"
         print(
-            f"{self.operation}: {len(clips)} clip(s) in {seconds:.1f} s ({seconds / len(clips):.2f} s per clip, "
-            f"seed {self.seed}) -> {self.folder}",
+            f"{self.operation}: {len(clips)} clip(s) in {seconds:.1f} s "
+            f"({seconds / len(clips):.2f} s per clip{seed}) -> {self.folder}",
             file=sys.stderr,
         )
         return 0
