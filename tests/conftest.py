@@ -15,7 +15,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # for `bench.original_lib`
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-SHARED = ROOT.parent / "shared"
 
 
 def require(module: str) -> types.ModuleType:
