@@ -93,10 +93,12 @@ class TrainConfig:
     logger: str = "tensorboard"
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain values for `RUN/config.json` and the checkpoint (tuples become lists in JSON)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of `to_dict`; unknown keys (from another drumdiff version) are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
         return cls(**values)
@@ -117,6 +119,7 @@ def parse_size(text: str) -> int:
 
 
 def format_size(n: float) -> str:
+    """Bytes as '1.50 GiB', or '800 MiB' under a quarter GiB (probe logs and errors)."""
     return f"{n / GIB:.2f} GiB" if n >= GIB / 4 else f"{n / 1024**2:.0f} MiB"
 
 
@@ -153,6 +156,7 @@ class StreamBatchSampler:
         self._perms: dict[int, list[int]] = {}
 
     def index(self, position: int) -> int:
+        """The clip index at stream position `position` (the last three epochs' permutations are cached)."""
         epoch, k = divmod(position, self.num_items)
         if epoch not in self._perms:
             if len(self._perms) > 2:
@@ -225,18 +229,15 @@ def inspect_data_dir(data_dir: str | os.PathLike) -> DataInfo:
         raise DrumdiffError(f"data folder {root} is not a folder")
     if not any(root.iterdir()):
         raise DrumdiffError(f"data folder {root} is empty; make one with `drumdiff data prepare`")
-    manifest_path = root / "manifest.json"
+    from drumdiff.data import MANIFEST, load_manifest
+
+    manifest_path = root / MANIFEST
     if not manifest_path.is_file():
         raise DrumdiffError(
-            f"{root} was not prepared by `drumdiff data prepare` (no manifest.json); "
+            f"{root} was not prepared by `drumdiff data prepare` (no {MANIFEST}); "
             f"run `drumdiff data prepare SOURCE --out {root}` first"
         )
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as error:
-        raise DrumdiffError(f"{manifest_path} cannot be read as JSON: {error}") from error
-    if not isinstance(manifest, dict) or manifest.get("format") != "drumdiff-dataset":
-        raise DrumdiffError(f"{manifest_path} is not a drumdiff dataset manifest")
+    manifest = load_manifest(root)  # unreadable JSON, another format or version: a DrumdiffError naming it
     items = manifest.get("items") or []
     num_train = sum(1 for item in items if item.get("split", "train") == "train")
     num_val = sum(1 for item in items if item.get("split") == "val")
@@ -309,14 +310,13 @@ def write_checkpoint(path: Path, state: dict[str, Any]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    try:  # make the rename itself durable
+    # make the rename itself durable, where the filesystem can fsync a folder
+    with contextlib.suppress(OSError):
         fd = os.open(path.parent, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-    except OSError:
-        pass
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -382,7 +382,6 @@ class DiffusionTrainer(pl.LightningModule):
         train_config: TrainConfig,
         class_names: Sequence[str],
         run_dir: Path,
-        data_dir: Path,
         val_dataset: Dataset | None,
         train_dataset: Dataset,
         provenance: dict[str, Any],
@@ -393,7 +392,7 @@ class DiffusionTrainer(pl.LightningModule):
         self.ema_net = _frozen_copy(net)
         self.model_config, self.cfg = model_config, train_config
         self.class_names = list(class_names)
-        self.run_dir, self.data_dir = run_dir, data_dir
+        self.run_dir = run_dir
         self.train_dataset, self.val_dataset = train_dataset, val_dataset
         self.provenance = provenance
         self.step = 0  # optimizer steps done (skipped ones included)
@@ -599,6 +598,7 @@ class DiffusionTrainer(pl.LightningModule):
         return total / max(1, n)
 
     def validate_now(self) -> None:
+        """Validation loss of the EMA and the raw weights at this step, logged and kept in `val_history`."""
         if self.val_history and self.val_history[-1][0] == self.step:
             return
         with self._ema_on_device():
@@ -614,6 +614,7 @@ class DiffusionTrainer(pl.LightningModule):
 
     # ----- checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
+        """Everything a resume needs, as tensors and plain values (loadable with `weights_only=True`)."""
         scaler = self._scaler()
         return {
             "format": CHECKPOINT_FORMAT,
@@ -637,6 +638,7 @@ class DiffusionTrainer(pl.LightningModule):
         }
 
     def save_checkpoint(self) -> Path:
+        """Write `RUN/checkpoints/last.ckpt` atomically and flush the logger; returns the path."""
         path = self.run_dir / "checkpoints" / "last.ckpt"
         write_checkpoint(path, self.checkpoint_state())
         if self.logger is not None:
@@ -1086,7 +1088,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def _device_for(config: TrainConfig) -> torch.device:
+def _probe_device() -> torch.device:
+    """The device `--memory-budget` probes: the GPU that Lightning's `accelerator="auto"` would take, else CPU."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
@@ -1094,6 +1097,47 @@ def _is_rank_zero() -> bool:
     """True in the process that prints and writes RUN/config.json (plain, Lightning DDP, torchrun, SLURM)."""
     return all(
         int(os.environ.get(var, "0") or 0) == 0 for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "NODE_RANK")
+    )
+
+
+def _check_train_config(cfg: TrainConfig) -> None:
+    """Refuse settings that no run can use, naming the flag, before any probing or training."""
+    for name in ("max_steps", "batch_size", "accumulate", "devices", "num_nodes"):
+        if getattr(cfg, name) < 1:
+            raise DrumdiffError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.precision not in ("32", "16-mixed", "bf16-mixed"):
+        raise DrumdiffError(f"--precision {cfg.precision!r}: choose 32, 16-mixed or bf16-mixed")
+    if cfg.strategy not in ("auto", "ddp"):
+        raise DrumdiffError(f"--strategy {cfg.strategy!r}: choose auto or ddp")
+
+
+def _make_trainer(cfg: TrainConfig, run_dir: Path, *, callbacks: Sequence[pl.Callback]) -> pl.Trainer:
+    """The Lightning Trainer for `DiffusionTrainer`, which does its own stopping, progress bar, checkpoints,
+    validation and data sharding: Lightning's versions of those are switched off.
+    """
+    strategy: Any = cfg.strategy
+    if cfg.strategy == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        strategy = DDPStrategy(process_group_backend="nccl" if torch.cuda.is_available() else "gloo")
+    return pl.Trainer(
+        accelerator="auto",
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy=strategy,
+        precision=cfg.precision,
+        logger=_make_logger(cfg.logger, run_dir),
+        callbacks=[ProgressBar(), *callbacks],
+        max_epochs=-1,
+        max_steps=-1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        use_distributed_sampler=False,
+        default_root_dir=str(run_dir),
+        log_every_n_steps=1,
     )
 
 
@@ -1178,13 +1222,7 @@ def train(
             raise DrumdiffError(f"{request.data_dir}: {error} (preset {preset})") from error
         class_names = info.class_names
 
-    for name in ("max_steps", "batch_size", "accumulate", "devices", "num_nodes"):
-        if getattr(cfg, name) < 1:
-            raise DrumdiffError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.precision not in ("32", "16-mixed", "bf16-mixed"):
-        raise DrumdiffError(f"--precision {cfg.precision!r}: choose 32, 16-mixed or bf16-mixed")
-    if cfg.strategy not in ("auto", "ddp"):
-        raise DrumdiffError(f"--strategy {cfg.strategy!r}: choose auto or ddp")
+    _check_train_config(cfg)
 
     world = cfg.devices * cfg.num_nodes
     memory_choice = None
@@ -1195,7 +1233,7 @@ def train(
                 "--memory-budget probes a single device; for several processes run it once with --devices 1 "
                 "and pass the --batch-size, --accumulate, --precision and checkpointing it prints"
             )
-        device = _device_for(cfg)
+        device = _probe_device()
         target = min(request.overrides.get("batch_size") or 16, info.num_train // world or 1)
         log(f"memory budget {format_size(budget)} on {device.type}: probing real training steps ...")
         memory_choice = probe_memory(
@@ -1259,7 +1297,6 @@ def train(
         train_config=cfg,
         class_names=class_names,
         run_dir=run_dir,
-        data_dir=request.data_dir,
         val_dataset=val_set,
         train_dataset=train_set,
         provenance=provenance,
@@ -1305,30 +1342,7 @@ def train(
             f"precision {cfg.precision}, run folder {run_dir}"
         )
 
-    strategy: Any = cfg.strategy
-    if cfg.strategy == "ddp":
-        from lightning.pytorch.strategies import DDPStrategy
-
-        strategy = DDPStrategy(process_group_backend="nccl" if torch.cuda.is_available() else "gloo")
-    trainer = pl.Trainer(
-        accelerator="auto",
-        devices=cfg.devices,
-        num_nodes=cfg.num_nodes,
-        strategy=strategy,
-        precision=cfg.precision,
-        logger=_make_logger(cfg.logger, run_dir),
-        callbacks=[ProgressBar(), *callbacks],
-        max_epochs=-1,
-        max_steps=-1,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-        use_distributed_sampler=False,
-        default_root_dir=str(run_dir),
-        log_every_n_steps=1,
-    )
+    trainer = _make_trainer(cfg, run_dir, callbacks=callbacks)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*(does not have many workers|infinite|inf\\b).*")
         warnings.filterwarnings(
