@@ -224,6 +224,7 @@ class ClipSet:
         return len(self.files)
 
     def stack(self) -> Tensor:
+        """The fitted clips as one `[N, C, T]` tensor (empty when there are none)."""
         return torch.stack(self.audio) if self.audio else torch.zeros(0)  # (N, C, T)
 
 

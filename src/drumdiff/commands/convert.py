@@ -11,6 +11,7 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `convert` sub-command."""
     parser = subparsers.add_parser(
         "convert",
         help="convert an original tiny-audio-diffusion checkpoint into a drumdiff model file",
@@ -46,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_convert(args: argparse.Namespace) -> int:
+    """Handler of `drumdiff convert`."""
     from drumdiff.config import load_preset
     from drumdiff.convert import convert_checkpoint
 

@@ -7,6 +7,7 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `evaluate` sub-command."""
     parser = subparsers.add_parser(
         "evaluate",
         help="score generated clips against real ones (FD, KID, class accuracy, artifacts, variety)",
@@ -53,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Handler of `drumdiff evaluate`: the report as a summary (or JSON) on stdout, the plot with --plot."""
     from drumdiff.evaluate import evaluate_folders, format_summary, save_plot, to_json
 
     report = evaluate_folders(

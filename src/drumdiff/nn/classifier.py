@@ -10,7 +10,6 @@ standard deviation (buffers saved with the weights) so that distances have a fix
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from drumdiff.errors import ModelFileError
+from drumdiff.modelfile import file_sha256 as file_sha256  # the classifier's identity in evaluation reports
 
 DEFAULT_CLASSIFIER = Path(__file__).resolve().parents[1] / "weights" / "drum_classifier.safetensors"
 FILE_FORMAT = "drumdiff-classifier"
@@ -47,13 +47,16 @@ class ClassifierConfig:
 
     @property
     def num_classes(self) -> int:
+        """K, the number of classes (logits per clip)."""
         return len(self.class_names)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain values for the file's JSON metadata."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ClassifierConfig:
+        """Inverse of `to_dict` (JSON lists become tuples)."""
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
 
@@ -126,6 +129,8 @@ class LogMel(nn.Module):
 
 
 class ConvBlock(nn.Module):
+    """Two 3x3 conv + BatchNorm + ReLU layers, then 2x2 max pooling: `[B, C_in, M, N] -> [B, C_out, M/2, N/2]`."""
+
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__()
         self.net = nn.Sequential(
@@ -174,6 +179,7 @@ class DrumClassifier(nn.Module):
         return self.project(pooled)  # (B, D)
 
     def forward(self, audio: Tensor) -> Tensor:
+        """Class logits `[B, K]` of audio `[B, C, T]`."""
         return self.head(self.raw_embed(audio))  # (B, K)
 
     def embed(self, audio: Tensor) -> Tensor:
@@ -212,8 +218,12 @@ def save_classifier(
         "provenance": json.dumps(provenance),
     }
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write leaves the old file (if any) and no temp file behind
+        raise
 
 
 def load_classifier(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> DrumClassifier:
@@ -253,12 +263,3 @@ def read_classifier_metadata(path: str | Path | None = None) -> dict[str, Any]:
         if key in metadata:
             metadata[key] = json.loads(metadata[key])
     return metadata
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file (the classifier's identity in evaluation reports)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -15,6 +15,7 @@ What differs is how the arithmetic is laid out for speed; the numbers agree to f
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +44,7 @@ class Conv1d(nn.Conv1d):
     Only what the U-Net uses: zero padding given as a number, no dilation, no groups.
     """
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if (
             self.groups != 1
