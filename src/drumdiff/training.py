@@ -273,7 +273,7 @@ def ema_beta(step: int, *, beta: float, power: float) -> float:
 
 @torch.no_grad()
 def ema_update(shadow: nn.Module, net: nn.Module, *, decay: float) -> None:
-    """shadow <- decay * shadow + (1 - decay) * net, parameters and floating buffers."""
+    """shadow <- decay * shadow + (1 - decay) * net for the parameters; buffers are copied from `net`."""
     shadow_params = list(shadow.parameters())
     net_params = [
         p.detach().to(s.device, non_blocking=False)
@@ -444,10 +444,7 @@ class DiffusionTrainer(pl.LightningModule):
 
     # ----- optimization
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        cfg = self.cfg
-        return torch.optim.AdamW(
-            self.net.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
-        )
+        return _adamw(self.net, self.cfg)
 
     def on_fit_start(self) -> None:
         if self.cfg.ema_on_cpu:
@@ -728,6 +725,13 @@ class DiffusionTrainer(pl.LightningModule):
             warnings.warn(f"could not log previews: {error}", RuntimeWarning, stacklevel=1)
 
 
+def _adamw(net: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """The training optimizer (also what --memory-budget probes with)."""
+    return torch.optim.AdamW(
+        net.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+
+
 def _cpu_state(module: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
 
@@ -878,9 +882,7 @@ def probe_memory(
     net = UNet1d(model_config).to(device)
     # On a GPU the EMA copy lives in host memory: it is needed only for validation, previews and export.
     state: dict[str, Any] = {"net": net, "shadow": _frozen_copy(net).to("cpu")}
-    state["opt"] = torch.optim.AdamW(
-        net.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
-    )
+    state["opt"] = _adamw(net, cfg)
     autocast_dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(precision)
     shape = (model_config.audio_channels, model_config.length)
 
@@ -1141,6 +1143,48 @@ def _make_trainer(cfg: TrainConfig, run_dir: Path, *, callbacks: Sequence[pl.Cal
     )
 
 
+def _choose_by_memory(
+    request: TrainRequest, cfg: TrainConfig, model_config: ModelConfig, info: DataInfo, log: Any
+) -> tuple[TrainConfig, MemoryChoice]:
+    """--memory-budget: probe real steps on one device and return `cfg` with the chosen batch layout.
+
+    Flags the user set (--batch-size as the target, --precision, --grad-checkpointing, --accumulate) win.
+    """
+    budget = parse_size(str(request.memory_budget))
+    if cfg.devices * cfg.num_nodes > 1:
+        raise DrumdiffError(
+            "--memory-budget probes a single device; for several processes run it once with --devices 1 "
+            "and pass the --batch-size, --accumulate, --precision and checkpointing it prints"
+        )
+    device = _probe_device()
+    target = min(request.overrides.get("batch_size") or 16, info.num_train)
+    log(f"memory budget {format_size(budget)} on {device.type}: probing real training steps ...")
+    memory_choice = probe_memory(
+        model_config,
+        budget_bytes=budget,
+        device=device,
+        target_batch=target,
+        precision=request.overrides.get("precision"),
+        grad_checkpointing=request.overrides.get("grad_checkpointing"),
+        train_config=cfg,
+        log=log,
+    )
+    log(
+        f"memory budget chose batch {memory_choice.batch_size} x accumulate {memory_choice.accumulate}, "
+        f"precision {memory_choice.precision}, gradient checkpointing "
+        f"{'on' if memory_choice.grad_checkpointing else 'off'}: {memory_choice.reason}"
+    )
+    cfg = dataclasses.replace(
+        cfg,
+        batch_size=memory_choice.batch_size,
+        accumulate=request.overrides.get("accumulate") or memory_choice.accumulate,
+        precision=memory_choice.precision,
+        grad_checkpointing=memory_choice.grad_checkpointing,
+        ema_on_cpu=memory_choice.ema_on_cpu,
+    )
+    return cfg, memory_choice
+
+
 def train(
     request: TrainRequest, *, callbacks: Sequence[pl.Callback] = (), log: Any = None
 ) -> DiffusionTrainer:
@@ -1227,38 +1271,7 @@ def train(
     world = cfg.devices * cfg.num_nodes
     memory_choice = None
     if request.memory_budget and resume_state is None:
-        budget = parse_size(request.memory_budget)
-        if world > 1:
-            raise DrumdiffError(
-                "--memory-budget probes a single device; for several processes run it once with --devices 1 "
-                "and pass the --batch-size, --accumulate, --precision and checkpointing it prints"
-            )
-        device = _probe_device()
-        target = min(request.overrides.get("batch_size") or 16, info.num_train // world or 1)
-        log(f"memory budget {format_size(budget)} on {device.type}: probing real training steps ...")
-        memory_choice = probe_memory(
-            model_config,
-            budget_bytes=budget,
-            device=device,
-            target_batch=target,
-            precision=request.overrides.get("precision"),
-            grad_checkpointing=request.overrides.get("grad_checkpointing"),
-            train_config=cfg,
-            log=log,
-        )
-        log(
-            f"memory budget chose batch {memory_choice.batch_size} x accumulate {memory_choice.accumulate}, "
-            f"precision {memory_choice.precision}, gradient checkpointing "
-            f"{'on' if memory_choice.grad_checkpointing else 'off'}: {memory_choice.reason}"
-        )
-        cfg = dataclasses.replace(
-            cfg,
-            batch_size=memory_choice.batch_size,
-            accumulate=request.overrides.get("accumulate") or memory_choice.accumulate,
-            precision=memory_choice.precision,
-            grad_checkpointing=memory_choice.grad_checkpointing,
-            ema_on_cpu=memory_choice.ema_on_cpu,
-        )
+        cfg, memory_choice = _choose_by_memory(request, cfg, model_config, info, log)
 
     if cfg.batch_size * world > info.num_train:
         raise DrumdiffError(
