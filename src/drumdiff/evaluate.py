@@ -389,6 +389,20 @@ def waveform_similarity(query: Tensor, bank: Tensor, candidates: np.ndarray) -> 
     return best, index
 
 
+def _nearest_training_clips(
+    gen: ClipSet, gen_f: Features, train: ClipSet, train_f: Features
+) -> tuple[np.ndarray, np.ndarray]:
+    """Waveform similarity of each generated clip to its nearest training clip: (similarity [N], index [N]).
+
+    Only the NN_CANDIDATES training clips with the most similar log-mel images are compared sample by sample.
+    """
+    gen_spec, train_spec = _spectral_vectors(gen_f.spectra), _spectral_vectors(train_f.spectra)
+    gen_spec /= np.linalg.norm(gen_spec, axis=1, keepdims=True).clip(1e-12)
+    train_spec /= np.linalg.norm(train_spec, axis=1, keepdims=True).clip(1e-12)
+    candidates = np.argsort(-(gen_spec @ train_spec.T), axis=1)[:, :NN_CANDIDATES]  # (N, K)
+    return waveform_similarity(gen.stack(), train.stack(), candidates)
+
+
 def _distances(a: np.ndarray, b: np.ndarray) -> dict[str, Any]:
     """FD and KID between two embedding sets (None where a set has fewer than 2 clips)."""
     if len(a) < 2 or len(b) < 2:
@@ -501,11 +515,7 @@ def evaluate_folders(
     if train_dir is not None:
         train = load(train_dir, train_split, "training set")
         train_f = compute_features(model, train.stack())
-        gen_spec, train_spec = _spectral_vectors(gen_f.spectra), _spectral_vectors(train_f.spectra)
-        gen_spec /= np.linalg.norm(gen_spec, axis=1, keepdims=True).clip(1e-12)
-        train_spec /= np.linalg.norm(train_spec, axis=1, keepdims=True).clip(1e-12)
-        candidates = np.argsort(-(gen_spec @ train_spec.T), axis=1)[:, :NN_CANDIDATES]  # (N, K)
-        sims, index = waveform_similarity(gen.stack(), train.stack(), candidates)
+        sims, index = _nearest_training_clips(gen, gen_f, train, train_f)
         emb_sims, _ = nearest_neighbours(gen_f.embeddings, train_f.embeddings)
         memorised = [gen.files[k] for k in range(len(gen)) if sims[k] >= MEMORISED_SIMILARITY]
         report["train"] = {
