@@ -1085,9 +1085,14 @@ def _plain(value: Any) -> Any:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` as JSON through a temp file and a rename: readers never see half a file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _probe_device() -> torch.device:
@@ -1348,9 +1353,13 @@ def train(
             "provenance": provenance,
         }
         _write_json(run_dir / "config.json", record)
+        kind = (
+            f"class-conditional ({len(class_names)} classes, guidance dropout {cfg.cfg_dropout})"
+            if model_config.conditional
+            else "unconditional"
+        )
         log(
-            f"training {'class-conditional (' + str(len(class_names)) + ' classes, guidance dropout ' + str(cfg.cfg_dropout) + ')' if model_config.conditional else 'unconditional'} "
-            f"preset {cfg.preset}: {sum(p.numel() for p in net.parameters()):,} parameters, "
+            f"training {kind} preset {cfg.preset}: {sum(p.numel() for p in net.parameters()):,} parameters, "
             f"{info.num_train} train / {info.num_val} val clips, batch {cfg.batch_size} x {cfg.accumulate} x {world}, "
             f"precision {cfg.precision}, run folder {run_dir}"
         )
