@@ -1096,7 +1096,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _probe_device() -> torch.device:
-    """The device `--memory-budget` probes: the GPU that Lightning's `accelerator="auto"` would take, else CPU."""
+    """The device `--memory-budget` probes: the CUDA GPU when there is one, else the CPU."""
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
