@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from bench.original_lib import SEED_LAYOUT
 from drumdiff.cli import main
 from drumdiff.config import load_preset
 from drumdiff.diffusion import make_denoiser
@@ -20,16 +21,8 @@ from drumdiff.modelfile import load_model_file
 from drumdiff.sampling import linear_schedule, sample_ddim
 from tests.conftest import require, require_original
 
-# The seed layout as tiny-audio-diffusion passed it to DiffusionModel (which adds dim=1).
-SEED = dict(
-    in_channels=2,
-    channels=[32, 32, 64, 64, 128, 128, 256, 256],
-    factors=[1, 2, 2, 2, 2, 2, 2, 2],
-    items=[2, 2, 2, 2, 2, 2, 4, 4],
-    attentions=[0, 0, 0, 0, 0, 1, 1, 1],
-    attention_heads=8,
-    attention_features=64,
-)
+# The seed layout as tiny-audio-diffusion passed it to DiffusionModel (which adds dim=1 itself).
+SEED = {key: value for key, value in SEED_LAYOUT.items() if key != "dim"}
 # A small layout of the same kind, for the cheap tests (64 features per head and 8 groups, like the seed).
 SMALL = dict(
     in_channels=2,
