@@ -12,7 +12,6 @@ import functools
 import math
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,6 +22,7 @@ import soxr
 import torch
 
 from drumdiff.errors import AudioError
+from drumdiff.files import atomic_path
 
 WriteFormat = Literal["wav24", "wav16", "float32", "flac"]
 WRITE_FORMATS: dict[str, tuple[str, str]] = {  # name -> (libsndfile format, subtype)
@@ -257,21 +257,17 @@ def write(
     folder = path.parent
     if not folder.is_dir():
         raise AudioError(f"cannot write {path}: folder {folder} does not exist")
+    started = False  # False while the temporary file is still being created
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        with atomic_path(path) as tmp:
+            started = True
+            sf.write(tmp, np.ascontiguousarray(data), sample_rate, format=file_format, subtype=subtype)
     except OSError as error:
-        raise AudioError(
-            f"cannot write {path}: folder {folder} is not writable ({error.strerror})"
-        ) from error
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sf.write(f, np.ascontiguousarray(data), sample_rate, format=file_format, subtype=subtype)
-        os.replace(tmp_name, path)
-    except BaseException as error:
-        Path(tmp_name).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise AudioError(f"cannot write {path}: {error.strerror or error}") from error
-        raise
+        if not started:
+            raise AudioError(
+                f"cannot write {path}: folder {folder} is not writable ({error.strerror})"
+            ) from error
+        raise AudioError(f"cannot write {path}: {error.strerror or error}") from error
     return path
 
 

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 import unicodedata
 import xml.etree.ElementTree as ET
@@ -37,6 +36,7 @@ from tqdm.auto import tqdm
 from drumdiff import audio as audio_io
 from drumdiff.config import ModelConfig
 from drumdiff.errors import AudioError, DrumdiffError
+from drumdiff.files import atomic_path, check_writable
 
 MANIFEST_FORMAT = "drumdiff-dataset"
 MANIFEST_VERSION = 1
@@ -533,19 +533,11 @@ def _write_json(path: Path, data: Any) -> None:
         encoded = text.encode("utf-8")
     except UnicodeEncodeError:  # a file name that is not valid UTF-8: escape it (\udcxx reads back)
         encoded = (json.dumps(data, indent=1) + "\n").encode("ascii")
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(encoded)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with atomic_path(path, fsync=True) as tmp:
+            tmp.write_bytes(encoded)
     except OSError as error:
         raise DrumdiffError(f"cannot write {path}: {error.strerror or error}") from error
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)  # gone already after the rename
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -570,9 +562,7 @@ def _prepare_out(out: Path) -> None:
             f"output folder {out} is not empty and holds no drumdiff dataset; pick a new folder"
         )
     try:
-        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
-        os.close(fd)
-        os.unlink(probe)
+        check_writable(out)
     except OSError as error:
         raise DrumdiffError(f"output folder {out} is not writable ({error.strerror or error})") from error
     (out / MARKER).write_text("drumdiff data prepare output folder\n", encoding="utf-8")
@@ -1002,9 +992,7 @@ def build_cache(
     folder = Path(cache_dir) if cache_dir is not None else root / CACHE_DIR
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe_fd, probe = tempfile.mkstemp(dir=folder)
-        os.close(probe_fd)
-        os.unlink(probe)
+        check_writable(folder)
     except OSError:  # a read-only dataset folder: cache in the user's cache folder instead
         base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
         folder = base / "drumdiff" / hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:12]
@@ -1014,27 +1002,21 @@ def build_cache(
         return path
     items = _split_items(manifest, split)
     shape = (len(items), manifest["channels"], manifest["length"])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
     try:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
-        for i, item in enumerate(tqdm(items, desc=f"cache {split}", unit="clip", disable=not progress)):
-            clip, rate = audio_io.read(root / item["path"])
-            if rate != manifest["sample_rate"] or tuple(clip.shape) != shape[1:]:
-                raise DrumdiffError(
-                    f"{root / item['path']}: {tuple(clip.shape)} at {rate} Hz does not match the manifest "
-                    f"({shape[1:]} at {manifest['sample_rate']} Hz); run `drumdiff data prepare` again"
-                )
-            array[i] = clip.numpy().astype(np.float16)
-        array.flush()
-        del array
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+            for i, item in enumerate(tqdm(items, desc=f"cache {split}", unit="clip", disable=not progress)):
+                clip, rate = audio_io.read(root / item["path"])
+                if rate != manifest["sample_rate"] or tuple(clip.shape) != shape[1:]:
+                    raise DrumdiffError(
+                        f"{root / item['path']}: {tuple(clip.shape)} at {rate} Hz does not match the manifest "
+                        f"({shape[1:]} at {manifest['sample_rate']} Hz); run `drumdiff data prepare` again"
+                    )
+                array[i] = clip.numpy().astype(np.float16)
+            array.flush()
+            del array
     except OSError as error:
-        Path(tmp).unlink(missing_ok=True)
         raise DrumdiffError(f"cannot write the dataset cache {path}: {error.strerror or error}") from error
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     for old in folder.glob(f"{split}-*.npy"):  # caches of earlier manifests
         if old != path:
             old.unlink(missing_ok=True)
@@ -1214,14 +1196,9 @@ def _draw_examples(root: Path, manifest: dict[str, Any], png_path: Path, *, exam
                 spec_ax.tick_params(labelsize=6)
         fig.tight_layout()
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{png_path.name}.", suffix=".png", dir=png_path.parent)
+            with atomic_path(png_path, suffix=".png") as tmp:
+                fig.savefig(tmp, dpi=80)
         except OSError as error:
             raise DrumdiffError(f"cannot write {png_path}: {error.strerror or error}") from error
-        os.close(fd)
-        try:
-            fig.savefig(tmp, dpi=80)
-            os.replace(tmp, png_path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
     finally:
         plt.close(fig)

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from drumdiff import audio as audio_io
 from drumdiff.errors import DrumdiffError
+from drumdiff.files import atomic_path
 
 REPORT_FORMAT = "drumdiff-evaluation"
 REPORT_VERSION = 1
@@ -709,8 +710,8 @@ def save_plot(path: str | os.PathLike, report: dict[str, Any], *, per_class: int
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=90)
+    finally:
+        plt.close(fig)

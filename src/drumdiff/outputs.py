@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from torch import Tensor
 
 from drumdiff.errors import DrumdiffError
+from drumdiff.files import atomic_path, check_writable
 
 FORMAT_SUFFIX = {"wav24": ".wav", "wav16": ".wav", "float32": ".wav", "flac": ".flac"}
 LOG_NAME = "generation.jsonl"
@@ -27,9 +27,7 @@ def prepare_folder(folder: str | os.PathLike) -> Path:
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".drumdiff-probe-", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        check_writable(folder)
     except OSError as error:
         raise DrumdiffError(f"output folder {folder} is not writable ({error.strerror or error})") from error
     return folder
@@ -54,14 +52,8 @@ def fresh_path(folder: Path, stem: str, suffix: str, *, taken: set[Path]) -> Pat
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_clips(

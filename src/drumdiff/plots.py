@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from drumdiff.files import atomic_path
+
 
 def spectrogram_db(mono: Tensor, *, n_fft: int = 1024, hop: int = 256) -> Tensor:
     """Log-magnitude STFT of a mono clip [T] in dB relative to full scale, shape [freq, frames]."""
@@ -60,8 +62,9 @@ def save_clips_png(
             spec_ax.set_xlabel("seconds")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=90)
+    finally:
+        plt.close(fig)
     return path

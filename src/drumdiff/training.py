@@ -38,6 +38,7 @@ from drumdiff import __version__
 from drumdiff.config import ModelConfig, load_preset
 from drumdiff.diffusion import v_loss
 from drumdiff.errors import DrumdiffError, ModelFileError
+from drumdiff.files import atomic_path
 
 CHECKPOINT_FORMAT = "drumdiff-train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -1086,13 +1087,8 @@ def _plain(value: Any) -> Any:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Write `data` as JSON through a temp file and a rename: readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _probe_device() -> torch.device:

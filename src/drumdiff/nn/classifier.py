@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from drumdiff.errors import ModelFileError
+from drumdiff.files import atomic_path
 from drumdiff.modelfile import file_sha256 as file_sha256  # the classifier's identity in evaluation reports
 
 DEFAULT_CLASSIFIER = Path(__file__).resolve().parents[1] / "weights" / "drum_classifier.safetensors"
@@ -217,13 +218,8 @@ def save_classifier(
         "class_names": json.dumps(list(model.config.class_names)),
         "provenance": json.dumps(provenance),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    try:
+    with atomic_path(path) as tmp:  # a failed write leaves the old file (if any) and no temp file behind
         save_file(tensors, str(tmp), metadata=metadata)
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a failed write leaves the old file (if any) and no temp file behind
-        raise
 
 
 def load_classifier(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> DrumClassifier:
