@@ -90,11 +90,8 @@ def sample_ddim(
 ) -> Tensor:
     """Deterministic DDIM (Song et al. 2021), first order: x_s = alpha_s x0_hat + sigma_s eps_hat."""
     for i in range(len(ts) - 1):
-        t, s = ts[i], ts[i + 1]
-        x0_hat = denoiser(x, _t_batch(t, x))
-        eps_hat = _eps(x, x0_hat, t)
-        alpha_s, sigma_s = alpha_sigma(s)
-        x = float(alpha_s) * x0_hat + float(sigma_s) * eps_hat
+        x0_hat = denoiser(x, _t_batch(ts[i], x))
+        x = _ddim_step(x, x0_hat, ts[i], ts[i + 1])
         if callback is not None:
             callback(i, x, x0_hat)
     return x
@@ -118,7 +115,6 @@ def sample_dpmpp_2m(
     for i in range(len(ts) - 1):
         t, s = ts[i], ts[i + 1]
         x0_hat = denoiser(x, _t_batch(t, x))
-        alpha_s, sigma_s = (float(v) for v in alpha_sigma(s))
         h = float(lams[i + 1] - lams[i])
         h_prev = float(lams[i] - lams[i - 1]) if i > 0 else math.inf
         if x0_prev is None or not (math.isfinite(h) and math.isfinite(h_prev)):
@@ -126,8 +122,9 @@ def sample_dpmpp_2m(
         else:
             r = h_prev / h
             x0_mix = (1 + 1 / (2 * r)) * x0_hat - (1 / (2 * r)) * x0_prev
-        # x_s = (sigma_s / sigma_t) x_t + alpha_s (1 - e^{-h}) x0_mix, written via eps to stay finite at t = 1.
-        x = alpha_s * x0_mix + sigma_s * _eps(x, x0_mix, t)
+        # x_s = (sigma_s / sigma_t) x_t + alpha_s (1 - e^{-h}) x0_mix: the DDIM step with x0_mix, which
+        # stays finite at t = 1.
+        x = _ddim_step(x, x0_mix, t, s)
         x0_prev = x0_hat
         if callback is not None:
             callback(i, x, x0_hat)
@@ -168,6 +165,12 @@ def _eps(x: Tensor, x0_hat: Tensor, t: Tensor) -> Tensor:
     return eps_from_x0(x, x0_hat, t.to(device=x.device, dtype=x.dtype))
 
 
+def _ddim_step(x: Tensor, x0_hat: Tensor, t: Tensor, s: Tensor) -> Tensor:
+    """Move x from time t to time s (either direction) along the DDIM ODE: alpha_s x0_hat + sigma_s eps_hat."""
+    alpha_s, sigma_s = (float(v) for v in alpha_sigma(s))
+    return alpha_s * x0_hat + sigma_s * _eps(x, x0_hat, t)
+
+
 SAMPLERS: dict[str, Sampler] = {
     "ddim": sample_ddim,
     "dpmpp-2m": sample_dpmpp_2m,
@@ -195,16 +198,7 @@ def invert_ddim(denoiser: Denoiser, x0: Tensor, ts: Tensor, *, callback: Callbac
     """
     if len(ts) < 2 or not bool(torch.all(ts[1:] > ts[:-1])) or float(ts[0]) <= 0:
         raise ValueError("inversion needs a rising schedule that starts above 0")
-    x = x0
-    for i in range(len(ts) - 1):
-        t, s = ts[i], ts[i + 1]
-        x0_hat = denoiser(x, _t_batch(t, x))
-        eps_hat = _eps(x, x0_hat, t)
-        alpha_s, sigma_s = (float(v) for v in alpha_sigma(s))
-        x = alpha_s * x0_hat + sigma_s * eps_hat
-        if callback is not None:
-            callback(i, x, x0_hat)
-    return x
+    return sample_ddim(denoiser, x0, ts, callback=callback)  # the same steps, run towards noise
 
 
 def slerp(a: Tensor, b: Tensor, w: float) -> Tensor:
