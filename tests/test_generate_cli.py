@@ -34,9 +34,11 @@ def run(*args: str) -> int:
 
 
 def test_cli_sampler_names_match_the_registry() -> None:
-    from drumdiff.commands.generate import SAMPLER_NAMES
+    from drumdiff.commands.generate import SAMPLER_NAMES, SCHEDULE_NAMES
+    from drumdiff.sampling import SCHEDULES
 
     assert set(SAMPLER_NAMES) == set(SAMPLERS)
+    assert set(SCHEDULE_NAMES) == set(SCHEDULES)
 
 
 def test_generate_writes_files_records_and_never_overwrites(model_path, tmp_path, capsys) -> None:

@@ -312,7 +312,10 @@ class DrumPipeline:
         if frames < 2:
             raise DrumdiffError(f"frames must be at least 2, got {frames}")
         clips = torch.stack([self._check_audio(a), self._check_audio(b)]).to(self.device)
-        ts = log_snr_schedule(_check_steps(steps), t_max=1.0, t_min=1e-3)
+        try:
+            ts = log_snr_schedule(steps, t_max=1.0, t_min=1e-3)
+        except ValueError as error:
+            raise DrumdiffError(str(error)) from error
         denoiser = self._denoiser(class_name, guidance, batch=2)
         tick = _ticker(progress)
         with torch.inference_mode():
@@ -347,7 +350,7 @@ class DrumPipeline:
             raise DrumdiffError(f"batch size must be at least 1, got {batch_size}")
         try:
             sample = get_sampler(sampler)
-            ts = get_schedule(schedule)(_check_steps(steps), t_max=t_start)
+            ts = get_schedule(schedule)(steps, t_max=t_start)
         except ValueError as error:
             raise DrumdiffError(str(error)) from error
         tick = _ticker(progress)
@@ -444,12 +447,6 @@ def _ticker(progress: Progress | None):
     if progress is None:
         return None
     return lambda i, x, x0: progress(1)
-
-
-def _check_steps(steps: int) -> int:
-    if not isinstance(steps, int) or steps < 1:
-        raise DrumdiffError(f"steps must be an integer >= 1, got {steps!r}")
-    return steps
 
 
 def conform_audio(audio: Tensor, sample_rate: int, config: ModelConfig) -> tuple[Tensor, list[str]]:

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-SAMPLER_NAMES = ("ddim", "dpmpp-2m", "ddpm")  # kept in step with drumdiff.sampling.SAMPLERS (tested)
+SAMPLER_NAMES = ("ddim", "dpmpp-2m", "ddpm")  # kept in step with drumdiff.sampling.SAMPLERS (tested);
+# listed here so that `--help` does not import torch
 SCHEDULE_NAMES = ("log-snr", "linear")
 FORMATS = ("wav24", "wav16", "float32", "flac")
 
