@@ -39,6 +39,11 @@ def test_cli_sampler_names_match_the_registry() -> None:
 
     assert set(SAMPLER_NAMES) == set(SAMPLERS)
     assert set(SCHEDULE_NAMES) == set(SCHEDULES)
+    from drumdiff.audio import WRITE_FORMATS
+    from drumdiff.commands.generate import FORMATS
+    from drumdiff.outputs import FORMAT_SUFFIX
+
+    assert set(FORMATS) == set(FORMAT_SUFFIX) == set(WRITE_FORMATS)
 
 
 def test_generate_writes_files_records_and_never_overwrites(model_path, tmp_path, capsys) -> None:
