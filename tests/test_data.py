@@ -290,6 +290,7 @@ KIT_XML = """<?xml version="1.0" encoding="UTF-8"?>
   <instrument><id>3</id><name>Cowbell</name><layer><filename>bell.wav</filename></layer></instrument>
   <instrument><id>4</id><name>Gone</name><layer><filename>missing.wav</filename></layer></instrument>
   <instrument><id>5</id><name>Empty</name></instrument>
+  <instrument><id>6</id><name>Sample: beats_01-10.flac</name><layer><filename>loop.wav</filename></layer></instrument>
  </instrumentList>
 </drumkit_info>
 """
@@ -298,7 +299,7 @@ KIT_XML = """<?xml version="1.0" encoding="UTF-8"?>
 def make_kit(folder):
     folder.mkdir(parents=True)
     (folder / "drumkit.xml").write_text(KIT_XML, encoding="utf-8")
-    for i, name in enumerate(("kick_a.wav", "kick_b.wav", "hat.wav", "bell.wav", "stray.wav")):
+    for i, name in enumerate(("kick_a.wav", "kick_b.wav", "hat.wav", "bell.wav", "stray.wav", "loop.wav")):
         wav(folder / name, hit(20 + i))
     sf.write(folder / "stick.flac", hit(30), SR)
     return folder
@@ -313,7 +314,7 @@ def test_hydrogen_kit_classes_provenance_and_mapping(tmp_path, capsys):
     assert classes == {
         "kick_a.wav": "kick",
         "kick_b.wav": "kick",
-        "stick.flac": "snare",
+        "stick.flac": "percussion",
         "hat.wav": "hihat",
         "bell.wav": "percussion",
     }
@@ -328,7 +329,13 @@ def test_hydrogen_kit_classes_provenance_and_mapping(tmp_path, capsys):
     assert (
         data.read_hydrogen_kit(old_kit / "drumkit.xml")[0].license == "not stated in drumkit.xml; see README"
     )
-    assert reasons(out) == {"stray.wav": "not in a Hydrogen kit", "missing.wav": "missing"}
+    assert reasons(out) == {
+        "stray.wav": "not in a Hydrogen kit",
+        "missing.wav": "missing",
+        "loop.wav": "no class",
+    }
+    [no_class] = [r for r in read_json(out / "rejected.json")["rejected"] if r["reason"] == "no class"]
+    assert "Sample: beats_01-10.flac" in no_class["detail"]  # the detail names the instrument
     broken = tmp_path / "kits" / "broken"  # a second kit with a broken drumkit.xml does not stop the run
     wav(broken / "snare.wav", hit(50))
     (broken / "drumkit.xml").write_text("<drumkit_info><name>Broken</name><instrumentList>")
@@ -348,13 +355,13 @@ def test_hydrogen_kit_classes_provenance_and_mapping(tmp_path, capsys):
     )
     assert code == 0
     assert read_json(out2 / "manifest.json")["classes"] == ["low", "metal"]
-    assert reasons(out2)["stick.flac"] == "no class"
+    assert reasons(out2)["stick.flac"] == reasons(out2)["loop.wav"] == "no class"
     summary = capsys.readouterr().out  # counts per class and split, then per rejection reason
     assert "4 accepted" in summary
     split = data.split_for_group("Tiny Kit")
     low = [line.split() for line in summary.splitlines() if line.split()[:1] == ["low"]]
     assert low == [["low", "2", "0"] if split == "train" else ["low", "0", "2"]]
-    assert any(line.split() == ["no", "class", "1"] for line in summary.splitlines())
+    assert any(line.split() == ["no", "class", "2"] for line in summary.splitlines())
     mapping.write_text("{not json")
     with pytest.raises(DrumdiffError, match="map.json"):
         data.load_mapping(mapping)
@@ -364,9 +371,15 @@ def test_instrument_name_table():
     table = data.DEFAULT_HYDROGEN_MAPPING
     expected = {
         "Kick (Tama Superstar 22\")": "kick", "c3 - bass drum 1": "kick", "BassDrum": "kick",
-        "Snare Rimshot": "snare", "Hand Clap": "snare", "Pearl Side Stick": "snare",
-        "Hi-Hat Closed": "hihat", "Closed HH": "hihat", "Sabian Hat Pedal": "hihat",
-        "Tom Low": "percussion", "Crash": "percussion", "Cowbell": "percussion", "Tambourine": "percussion",
+        "Snare Rimshot": "snare", "Hand Clap": "snare", "d#3 - clap": "snare", "Snare1": "snare",
+        "Hi-Hat Closed": "hihat", "Closed HH": "hihat", "Sabian Hat Pedal": "hihat", "Side OHH": "hihat",
+        "Tom Low": "percussion", "tomhi2": "percussion", "Crash": "percussion", "d#4 - cymbal 1": "percussion",
+        "Cowbell": "percussion", "Tambourine": "percussion", "Djembe1 Slap": "percussion",
+        # strokes on the rim alone are percussion in every kit, whatever the kit calls them
+        "Stick": "percussion", "c#3 - stick": "percussion", "Pearl Side Stick": "percussion",
+        "Rim Click (Pearl Free Floating Maple 14x3.5)": "percussion",
+        # names that say nothing about the sound: no class, not a guess
+        "Sample: beats_01-10.flac": None, "f#4 -": None, "17": None, "": None, "FX": None, "Zap 1": None,
     }  # fmt: skip
     assert {name: data.class_for_instrument(name, table) for name in expected} == expected
 

@@ -72,12 +72,20 @@ REJECT_REASONS: dict[str, str] = {
 _CONTENT_REASONS = {"empty", "not audio", "non-finite samples", "silent", "too short"}
 
 # --classes hydrogen: instrument name (lower case) containing any of these -> class; first match wins; "*" = any.
+# No catch-all: a name that says nothing about the sound ("Sample: beats_01-10.flac", "f#4 -", "17", "FX") is
+# rejected as "no class" rather than guessed. Snare = snare-head hits (rimshots too) and claps; strokes on the
+# rim alone (rim click, side stick, "Stick") are percussion, like clave and woodblock; all cymbals are percussion.
 DEFAULT_HYDROGEN_MAPPING: dict[str, list[str]] = {
     "kick": ["kick", "bd", "bass drum", "bassdrum", "kik"],
-    "snare": ["snare", "sd", "rim", "clap", "sidestick", "side stick"],
+    "snare": ["snare", "sd", "rimshot", "clap"],
     "hihat": ["hat", "hh", "hi-hat"],
-    "percussion": ["*"],
-}
+    "percussion": [
+        "tom", "drum", "conga", "bongo", "djembe", "dununba", "kenkeni", "sangban", "cajon", "timbale",
+        "cymbal", "crash", "ride", "splash", "china", "bell", "triangle",
+        "stick", "rim", "click", "clave", "block", "snap", "shaker", "maraca", "cabasa", "tambourine",
+        "agogo", "guiro", "whistle", "glass", "perc",
+    ],
+}  # fmt: skip
 _DEFAULT_MODEL = ModelConfig()
 
 
@@ -325,7 +333,10 @@ def _kit_source(sample: KitSample, key: str, display: str, mapping: dict[str, li
         "license": sample.license or "unknown (not stated in drumkit.xml)",
     }
     class_name = class_for_instrument(sample.instrument, mapping)
-    return Source(key, display, sample.kit, class_name, None if class_name else "no class", provenance)
+    if class_name is None:
+        detail = f"instrument {sample.instrument!r} names no class of the mapping"
+        return Source(key, display, sample.kit, reject="no class", provenance=provenance, detail=detail)
+    return Source(key, display, sample.kit, class_name, provenance=provenance)
 
 
 # ----------------------------------------------------------------------------------------------------------
