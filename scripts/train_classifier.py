@@ -1,11 +1,12 @@
 """Train the drum classifier that `drumdiff evaluate` ships with, from a prepared dataset.
 
-    drumdiff data prepare /usr/share/hydrogen/data/drumkits --classes hydrogen --out /work/data/hydrogen
-    python scripts/train_classifier.py /work/data/hydrogen --out src/drumdiff/weights/drum_classifier.safetensors
+    drumdiff data prepare /usr/share/hydrogen/data/drumkits --classes hydrogen --out /work/data/hydrogen2
+    python scripts/train_classifier.py /work/data/hydrogen2 --out src/drumdiff/weights/drum_classifier.safetensors
 
 Trains on the manifest's `train` split only and reports accuracy on its `val` split (kits never seen in
-training). Augmentation: random gain, small time shifts, added noise at a random level, random stereo
-balance. Deterministic for a given seed (CPU). Prints the held-out confusion matrix as a Markdown table.
+training). `--cv K` instead runs kit-level cross-validation inside the `train` split (the `val` kits are not
+loaded at all): model selection happens there. Deterministic for a given seed (CPU). Prints confusion
+matrices as Markdown tables.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -28,23 +29,13 @@ from tqdm import tqdm
 from drumdiff.nn.classifier import ClassifierConfig, DrumClassifier, save_classifier
 
 
-def split_items(manifest: dict, split: str, classes: list[str]) -> list[dict]:
-    return [i for i in manifest["items"] if i["split"] == split and i["class"] in classes]
-
-
-def is_labelled(item: dict, unlabelled: re.Pattern) -> bool:
-    """False for items whose instrument name says nothing about the sound (Hydrogen's "Sample: file.flac")."""
-    instrument = (item.get("provenance") or {}).get("instrument", "")
-    return not unlabelled.search(instrument)
-
-
-def load_split(
-    root: Path, manifest: dict, split: str, classes: list[str]
+def load_items(
+    root: Path, manifest: dict, items: list[dict], classes: list[str]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """All clips of one split as `([N, C, T] float32, [N] class index)`, in `split_items` order."""
+    """The items' clips as `([N, C, T] float32, [N] class index)`, in order."""
     length, channels = manifest["length"], manifest["channels"]
     audio, labels = [], []
-    for item in split_items(manifest, split, classes):
+    for item in items:
         data, _ = sf.read(root / item["path"], dtype="float32", always_2d=True)  # (T, C)
         clip = np.zeros((channels, length), np.float32)
         n = min(length, data.shape[0])
@@ -52,6 +43,12 @@ def load_split(
         audio.append(clip)
         labels.append(classes.index(item["class"]))
     return torch.from_numpy(np.stack(audio)), torch.tensor(labels)
+
+
+def kit_folds(kits: list[str], k: int) -> list[list[str]]:
+    """`k` folds of kits for cross-validation: sorted names, every k-th kit, so each kit is held out once."""
+    ordered = sorted(kits)
+    return [ordered[i::k] for i in range(k)]
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -137,85 +134,131 @@ def git_commit() -> str:
         return "unknown"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("data", type=Path, help="prepared dataset folder (with manifest.json)")
-    parser.add_argument("--out", type=Path, required=True, help="classifier .safetensors to write")
-    parser.add_argument("--epochs", type=int, default=40, help="passes over the (class-balanced) train split")
-    parser.add_argument("--batch-size", type=int, default=32, help="clips per step")
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (cosine decay)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for init, sampling and augmentation")
-    parser.add_argument(
-        "--report-every", type=int, default=0, help="print val accuracy every N steps (0: off)"
-    )
-    parser.add_argument(
-        "--unlabelled",
-        default=r"^Sample: ",
-        help="regex on the Hydrogen instrument name: such items carry no class information; they are left out "
-        "of training and reported separately on val",
-    )
-    parser.add_argument(
-        "--val-groups",
-        default=None,
-        help="comma-separated kit (group) names to hold out instead of the manifest's split (cross-validation)",
-    )
-    parser.add_argument(
-        "--predictions", type=Path, default=None, help="write per-clip val predictions (JSON)"
-    )
-    parser.add_argument(
-        "--width", type=int, default=16, help="channels of the first conv block (doubles per block)"
-    )
-    parser.add_argument("--n-mels", type=int, default=64, help="mel bands of the front end")
-    parser.add_argument("--top-db", type=float, default=100.0, help="log-mel floor below the loudest bin")
-    parser.add_argument("--embed-dim", type=int, default=64, help="embedding size")
-    parser.add_argument(
-        "--device", default="cpu", help="torch device (results are only bit-reproducible on CPU)"
-    )
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    parser.add_argument(
-        "--fp16", action=argparse.BooleanOptionalAction, default=True, help="store fp16 weights"
-    )
-    args = parser.parse_args(argv)
+def prediction_row(item: dict, classes: list[str], probs: torch.Tensor) -> dict:
+    """One clip's prediction for `--predictions`: where it comes from, its class, what the model said."""
+    return {
+        "path": item["path"],
+        "group": item["group"],
+        "instrument": (item.get("provenance") or {}).get("instrument", ""),
+        "class": item["class"],
+        "predicted": classes[int(probs.argmax())],
+        "confidence": round(float(probs.max()), 3),
+        "probs": {name: round(float(p), 4) for name, p in zip(classes, probs, strict=True)},
+    }
 
-    commit = git_commit()  # the code that trains, before anything else can change the checkout
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    generator = torch.Generator().manual_seed(args.seed)
-    manifest_path = args.data / "manifest.json"
-    manifest_bytes = manifest_path.read_bytes()
-    manifest = json.loads(manifest_bytes)
-    classes = list(manifest["classes"])
-    if args.val_groups is not None:  # cross-validation: hold out these kits, train on all others
-        held_out = {g.strip() for g in args.val_groups.split(",") if g.strip()}
-        unknown = held_out - {i["group"] for i in manifest["items"]}
-        if unknown:
-            parser.error(f"--val-groups: no such group in the manifest: {', '.join(sorted(unknown))}")
-        for item in manifest["items"]:
-            item["split"] = "val" if item["group"] in held_out else "train"
-    config = ClassifierConfig(
-        class_names=tuple(classes),
-        sample_rate=manifest["sample_rate"],
-        length=manifest["length"],
-        channels=tuple(args.width * 2**i for i in range(4)),
-        embed_dim=args.embed_dim,
-        n_mels=args.n_mels,
-        top_db=args.top_db,
+
+def macro_accuracy(matrix: np.ndarray) -> float:
+    """Mean per-class recall of a confusion matrix (rows = true class)."""
+    return float(np.mean(matrix.diagonal() / matrix.sum(1).clip(min=1)))
+
+
+def sampling_weights(labels: torch.Tensor, instruments: list[str], balance: str) -> torch.Tensor:
+    """Per-clip sampling weights `[N]`: every class equally likely; with "instrument", also every instrument
+    (kit + name) within its class, so a 5-layer instrument is not drawn 5 times as often as a one-shot."""
+    counts = torch.bincount(labels).float()
+    if balance == "class":
+        return (1.0 / counts)[labels]
+    per_instrument = Counter(instruments)
+    classes_of = {name: int(label) for name, label in zip(instruments, labels.tolist(), strict=True)}
+    per_class = Counter(classes_of.values())  # instruments per class
+    return torch.tensor(
+        [
+            1.0 / (per_class[int(y)] * per_instrument[i])
+            for i, y in zip(instruments, labels.tolist(), strict=True)
+        ]
     )
 
-    unlabelled = re.compile(args.unlabelled)
-    train_x, train_y = load_split(args.data, manifest, "train", classes)
-    keep = torch.tensor([is_labelled(i, unlabelled) for i in split_items(manifest, "train", classes)])
-    train_x, train_y = train_x[keep], train_y[keep]
-    val_x, val_y = load_split(args.data, manifest, "val", classes)
-    val_items = split_items(manifest, "val", classes)
-    val_named = torch.tensor([is_labelled(i, unlabelled) for i in val_items])
-    kits = {s: sorted({i["group"] for i in manifest["items"] if i["split"] == s}) for s in ("train", "val")}
-    print(
-        f"left out {int((~keep).sum())} unlabelled train clips; {int((~val_named).sum())} unlabelled val clips"
-    )
+
+def instrument_key(item: dict) -> str:
+    """The (kit, instrument name) an item comes from; its file when the manifest has no instrument."""
+    instrument = (item.get("provenance") or {}).get("instrument") or item["path"]
+    return f"{item['group']}/{instrument}"
+
+
+def train_model(
+    config: ClassifierConfig,
+    audio: torch.Tensor,
+    labels: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: torch.device,
+    progress: bool = True,
+) -> DrumClassifier:
+    """Train one classifier on `[N, C, T]` clips drawn with `[N]` sampling weights; returns it in eval mode on
+    CPU with its embedding statistics set from the (unaugmented) training clips."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    model = DrumClassifier(config).to(device)
+    audio, labels = audio.to(device), labels.to(device)
+    total = epochs * max(1, len(audio) // batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.1)
+    model.train()
+    for _ in tqdm(range(total), desc="training classifier", unit="step", disable=not progress):
+        index = torch.multinomial(weights, batch_size, replacement=True, generator=generator).to(device)
+        image = spec_mask(model.frontend(augment(audio[index], generator)), generator)  # (B, 1, M, N)
+        loss = F.cross_entropy(model.head(model.features(image)), labels[index], label_smoothing=0.05)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    _, raw = predict(model, audio)
+    model.set_embedding_stats(raw)
+    return model.cpu().eval()
+
+
+def cross_validate(
+    root: Path, manifest: dict, classes: list[str], config: ClassifierConfig, args: argparse.Namespace
+) -> int:
+    """Kit-level cross-validation inside the manifest's train split; prints per-fold and pooled results."""
+    items = [i for i in manifest["items"] if i["split"] == "train" and i["class"] in classes]
+    kits = sorted({i["group"] for i in items})
+    if not 2 <= args.cv <= len(kits):
+        raise SystemExit(f"--cv: need 2 to {len(kits)} folds for {len(kits)} train kits, got {args.cv}")
+    audio, labels = load_items(root, manifest, items, classes)
+    groups = [i["group"] for i in items]
+    weights = sampling_weights(labels, [instrument_key(i) for i in items], args.balance)
+    pooled = np.zeros((len(classes), len(classes)), dtype=int)
+    rows = []
+    started = time.time()
+    for fold, held_out in enumerate(kit_folds(kits, args.cv)):
+        test = torch.tensor([g in held_out for g in groups])
+        model = train_model(
+            config, audio[~test], labels[~test], weights[~test], epochs=args.epochs, batch_size=args.batch_size,
+            lr=args.lr, seed=args.seed, device=torch.device(args.device), progress=args.progress,
+        )  # fmt: skip
+        logits, _ = predict(model, audio[test])
+        matrix = confusion(labels[test], logits.argmax(1), len(classes))
+        pooled += matrix
+        print(f"fold {fold + 1}/{args.cv}: {', '.join(held_out)}: {int(test.sum())} clips, "
+              f"macro accuracy {macro_accuracy(matrix):.3f}", flush=True)  # fmt: skip
+        probs = logits.softmax(1)
+        for row, k in enumerate(np.flatnonzero(test.numpy())):
+            rows.append(prediction_row(items[int(k)], classes, probs[row]))
+    print(f"cross-validation over {len(kits)} train kits ({len(items)} clips, {time.time() - started:.0f} s): "
+          f"pooled macro accuracy {macro_accuracy(pooled):.3f}")  # fmt: skip
+    print(markdown_confusion(pooled, classes))
+    if args.predictions:
+        args.predictions.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+def train_and_save(
+    root: Path, manifest_bytes: bytes, manifest: dict, classes: list[str], config: ClassifierConfig,
+    args: argparse.Namespace, argv: list[str] | None, commit: str,
+) -> int:  # fmt: skip
+    """Train on the manifest's train split, report on its val split (held-out kits), write the classifier."""
+    train_items = [i for i in manifest["items"] if i["split"] == "train" and i["class"] in classes]
+    val_items = [i for i in manifest["items"] if i["split"] == "val" and i["class"] in classes]
+    train_x, train_y = load_items(root, manifest, train_items, classes)
+    val_x, val_y = load_items(root, manifest, val_items, classes)
+    kits = {
+        s: sorted({i["group"] for i in items}) for s, items in (("train", train_items), ("val", val_items))
+    }
     print(
         f"train {len(train_x)} clips from {len(kits['train'])} kits, val {len(val_x)} from {len(kits['val'])}"
     )
@@ -223,80 +266,26 @@ def main(argv: list[str] | None = None) -> int:
         "train per class:",
         dict(zip(classes, torch.bincount(train_y, minlength=len(classes)).tolist(), strict=True)),
     )
-
-    device = torch.device(args.device)
-    model = DrumClassifier(config).to(device)
-    train_x, val_x = train_x.to(device), val_x.to(device)
-    train_y, val_y = train_y.to(device), val_y.to(device)
-    counts = torch.bincount(train_y, minlength=len(classes)).float()
-    weights = (1.0 / counts.clamp_min(1))[train_y].cpu()  # class-balanced sampling
-    steps_per_epoch = max(1, len(train_x) // args.batch_size)
-    total = args.epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-2)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=args.lr, total_steps=total, pct_start=0.1
-    )
     started = time.time()
-    model.train()
-    with tqdm(total=total, desc="training classifier", unit="step") as bar:
-        for step in range(total):
-            index = torch.multinomial(weights, args.batch_size, replacement=True, generator=generator)
-            index = index.to(device)
-            x = augment(train_x[index], generator)
-            image = spec_mask(model.frontend(x), generator)  # (B, 1, M, N)
-            x = model.blocks(image)
-            raw = model.project(torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1))
-            loss = F.cross_entropy(model.head(raw), train_y[index], label_smoothing=0.05)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            bar.update()
-            if args.report_every and (step + 1) % args.report_every == 0:  # diagnostics only, no selection
-                logits, _ = predict(model, val_x)
-                matrix = confusion(val_y, logits.argmax(1), len(classes))
-                recall = matrix.diagonal() / matrix.sum(1).clip(min=1)
-                tqdm.write(
-                    f"step {step + 1}: val macro {recall.mean():.3f} recalls {recall.round(2).tolist()}"
-                )
-                model.train()
+    model = train_model(
+        config, train_x, train_y, sampling_weights(train_y, [instrument_key(i) for i in train_items], args.balance),
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        seed=args.seed, device=torch.device(args.device), progress=args.progress,
+    )  # fmt: skip
     seconds = time.time() - started
-
-    train_logits, train_raw = predict(model, train_x)
-    model.set_embedding_stats(train_raw)
-    model = model.cpu()
-    val_y, train_y, val_logits, train_logits = val_y.cpu(), train_y.cpu(), None, train_logits.cpu()
-    val_logits, _ = predict(model, val_x.cpu())
-    val_pred = val_logits.argmax(1)
-    matrix = confusion(val_y[val_named], val_pred[val_named], len(classes))
-    recalls = [matrix[i, i] / max(1, matrix[i].sum()) for i in range(len(classes))]
-    macro = float(np.mean(recalls))
-    matrix_all = confusion(val_y, val_pred, len(classes))
-    macro_all = float(np.mean([matrix_all[i, i] / max(1, matrix_all[i].sum()) for i in range(len(classes))]))
+    train_logits, _ = predict(model, train_x)
     train_acc = float((train_logits.argmax(1) == train_y).float().mean())
+    val_logits, _ = predict(model, val_x)
+    matrix = confusion(val_y, val_logits.argmax(1), len(classes))
+    recalls = matrix.diagonal() / matrix.sum(1).clip(min=1)
+    macro = macro_accuracy(matrix)
     print(f"train accuracy {train_acc:.3f} ({seconds:.0f} s)")
-    print(f"held-out macro accuracy, labelled instruments ({int(val_named.sum())} clips): {macro:.3f}")
+    print(f"held-out macro accuracy ({len(val_y)} clips of {', '.join(kits['val'])}): {macro:.3f}")
     print(markdown_confusion(matrix, classes))
-    print(
-        f"held-out macro accuracy, all {len(val_y)} clips (incl. unlabelled ones as the manifest says): {macro_all:.3f}"
-    )
-    print(markdown_confusion(matrix_all, classes))
     if args.predictions:
         probs = val_logits.softmax(1)
-        rows = [
-            {
-                "path": item["path"],
-                "group": item["group"],
-                "instrument": (item.get("provenance") or {}).get("instrument", ""),
-                "class": item["class"],
-                "predicted": classes[int(val_pred[k])],
-                "confidence": round(float(probs[k].max()), 3),
-            }
-            for k, item in enumerate(val_items)
-        ]
+        rows = [prediction_row(item, classes, probs[k]) for k, item in enumerate(val_items)]
         args.predictions.write_text(json.dumps(rows, indent=1))
-
     provenance = {
         "script": "scripts/train_classifier.py",
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
@@ -308,16 +297,14 @@ def main(argv: list[str] | None = None) -> int:
         "train_clips": len(train_x),
         "val_clips": len(val_x),
         "epochs": args.epochs,
-        "steps": total,
+        "steps": args.epochs * max(1, len(train_x) // args.batch_size),
         "batch_size": args.batch_size,
         "lr": args.lr,
         "seed": args.seed,
+        "balance": args.balance,
+        "train_seconds": round(seconds),
         "train_accuracy": round(train_acc, 4),
         "val_macro_accuracy": round(macro, 4),
-        "val_macro_accuracy_all": round(macro_all, 4),
-        "val_confusion_all": matrix_all.tolist(),
-        "unlabelled_instruments": args.unlabelled,
-        "val_groups_override": args.val_groups,
         "val_recall": {c: round(float(r), 4) for c, r in zip(classes, recalls, strict=True)},
         "val_confusion": matrix.tolist(),
         "torch": torch.__version__,
@@ -326,6 +313,73 @@ def main(argv: list[str] | None = None) -> int:
     save_classifier(args.out, model, provenance=provenance, fp16=args.fp16)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("data", type=Path, help="prepared dataset folder (with manifest.json)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="classifier .safetensors to write (not with --cv)"
+    )
+    parser.add_argument(
+        "--cv", type=int, default=0,
+        help="K: kit-level cross-validation with K folds of the train split's kits (sorted, every K-th kit); "
+        "the val kits are not used; writes no classifier",
+    )  # fmt: skip
+    parser.add_argument("--epochs", type=int, default=40, help="passes over the (class-balanced) train split")
+    parser.add_argument("--batch-size", type=int, default=32, help="clips per step")
+    parser.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (one-cycle)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for init, sampling and augmentation")
+    parser.add_argument("--predictions", type=Path, default=None, help="write per-clip predictions (JSON)")
+    parser.add_argument(
+        "--width", type=int, default=16, help="channels of the first conv block (doubles per block)"
+    )
+    parser.add_argument("--n-mels", type=int, default=64, help="mel bands of the front end")
+    parser.add_argument("--top-db", type=float, default=100.0, help="log-mel floor below the loudest bin")
+    parser.add_argument("--embed-dim", type=int, default=64, help="embedding size")
+    parser.add_argument(
+        "--pool", choices=("global", "time"), default="global",
+        help="pool the last conv features over frequency and time (global) or over time only (time)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--balance", choices=("class", "instrument"), default="class",
+        help="sampling: classes equally likely (class), and instruments within a class too (instrument)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--device", default="cpu", help="torch device (results are only bit-reproducible on CPU)"
+    )
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--fp16", action=argparse.BooleanOptionalAction, default=True, help="store fp16 weights"
+    )
+    parser.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bar"
+    )
+    args = parser.parse_args(argv)
+    if (args.out is None) == (args.cv == 0):
+        parser.error("give either --out FILE (train and ship) or --cv K (cross-validate), not both")
+
+    commit = git_commit()  # the code that trains, before anything else can change the checkout
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    manifest_bytes = (args.data / "manifest.json").read_bytes()
+    manifest = json.loads(manifest_bytes)
+    classes = list(manifest["classes"])
+    config = ClassifierConfig(
+        class_names=tuple(classes),
+        sample_rate=manifest["sample_rate"],
+        length=manifest["length"],
+        channels=tuple(args.width * 2**i for i in range(4)),
+        pool=args.pool,
+        embed_dim=args.embed_dim,
+        n_mels=args.n_mels,
+        top_db=args.top_db,
+    )
+    if args.cv:
+        return cross_validate(args.data, manifest, classes, config, args)
+    return train_and_save(args.data, manifest_bytes, manifest, classes, config, args, argv, commit)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import re
@@ -14,11 +15,19 @@ import torch
 
 from drumdiff import evaluate as ev
 from drumdiff.cli import main
-from drumdiff.nn.classifier import DEFAULT_CLASSIFIER, load_classifier, read_classifier_metadata
+from drumdiff.nn.classifier import (
+    DEFAULT_CLASSIFIER,
+    ClassifierConfig,
+    DrumClassifier,
+    load_classifier,
+    read_classifier_metadata,
+    save_classifier,
+)
 
 SR = 44100
 LENGTH = 32768
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "evaluation.md"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -161,6 +170,62 @@ def test_shipped_classifier_metadata():
     assert set(meta["class_names"]) >= {"kick", "snare", "hihat"}
     assert "val_macro_accuracy" in meta["provenance"]
     assert DEFAULT_CLASSIFIER.stat().st_size < 5_000_000
+
+
+def test_classifier_pooling_options_save_and_load(tmp_path):
+    old = ClassifierConfig.from_dict({"class_names": ["kick", "snare"], "channels": [4, 8, 8, 8]})
+    assert old.pool == "global"  # files written before the option existed hold no `pool`
+    with pytest.raises(ValueError, match="pool"):
+        ClassifierConfig(pool="freq")
+    config = ClassifierConfig(class_names=("kick", "snare"), channels=(4, 8, 8, 8), pool="time", embed_dim=8)
+    assert config.pooled_dim == 2 * 8 * (64 // 16)  # mean and max per frequency row of the last block
+    model = DrumClassifier(config).eval()
+    audio = torch.stack([kick(1), snare(2)])
+    path = tmp_path / "c.safetensors"
+    save_classifier(path, model, provenance={}, fp16=False)
+    loaded = load_classifier(path)
+    assert loaded.config == config
+    torch.testing.assert_close(loaded(audio), model(audio))
+
+
+def _train_script():
+    spec = importlib.util.spec_from_file_location("train_classifier", SCRIPTS / "train_classifier.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_classifier_script_cross_validates_and_ships(tmp_path, capsys):
+    makers = {"hihat": hihat, "kick": kick, "snare": snare}
+    items = []
+    for k, kit in enumerate(["a", "b", "c", "v"]):
+        for name, make in makers.items():
+            rel = f"{name}/{kit}.flac"
+            write(tmp_path / rel, make(10 * k + len(name)))
+            split = "val" if kit == "v" else "train"
+            items.append({"path": rel, "class": name, "group": f"kit {kit}", "split": split})
+    manifest = {"format": "drumdiff-dataset", "version": 1, "classes": sorted(makers), "sample_rate": SR,
+                "length": LENGTH, "channels": 2, "items": items}  # fmt: skip
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    script = _train_script()
+    assert script.kit_folds(["c", "a", "d", "b", "e"], 2) == [["a", "c", "e"], ["b", "d"]]
+    labels, instruments = torch.tensor([0, 0, 0, 1]), ["k/a", "k/a", "k/b", "k/c"]
+    assert script.sampling_weights(labels, instruments, "class").tolist() == pytest.approx([1 / 3] * 3 + [1])
+    assert script.sampling_weights(labels, instruments, "instrument").tolist() == [0.25, 0.25, 0.5, 1.0]
+    tiny = ["--epochs", "2", "--batch-size", "4", "--width", "2", "--embed-dim", "4", "--no-progress"]
+    predictions = tmp_path / "cv.json"
+    assert (
+        script.main([str(tmp_path), "--cv", "3", "--pool", "time", "--predictions", str(predictions), *tiny])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "cross-validation over 3 train kits (9 clips" in out and "pooled macro accuracy" in out
+    assert {row["group"] for row in json.loads(predictions.read_text())} == {"kit a", "kit b", "kit c"}
+    shipped = tmp_path / "c.safetensors"
+    assert script.main([str(tmp_path), "--out", str(shipped), "--pool", "time", *tiny]) == 0
+    provenance = read_classifier_metadata(shipped)["provenance"]
+    assert provenance["train_kits"] == ["kit a", "kit b", "kit c"] and provenance["val_kits"] == ["kit v"]
+    assert load_classifier(shipped).config.pool == "time"
 
 
 # ----------------------------------------------------------------------------------------------------------

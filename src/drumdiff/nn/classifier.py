@@ -40,11 +40,24 @@ class ClassifierConfig:
     f_max: float = 20000.0
     top_db: float = 100.0  # log-mel floor below the clip's loudest bin
     channels: tuple[int, ...] = (16, 32, 64, 128)
+    # "global": mean and max over frequency and time (files written without a `pool` key use it);
+    # "time": over time only, per frequency row, so the embedding knows where in the spectrum energy sits.
+    pool: str = "global"
     embed_dim: int = 64
     dropout: float = 0.3
     extra: dict[str, Any] = field(
         default_factory=dict
     )  # room for later options; files written so far hold {}
+
+    def __post_init__(self) -> None:
+        if self.pool not in ("global", "time"):
+            raise ValueError(f"pool must be 'global' or 'time', got {self.pool!r}")
+
+    @property
+    def pooled_dim(self) -> int:
+        """Features after pooling: 2 C' for "global", 2 C' M' for "time" (M' = n_mels halved per block)."""
+        rows = self.n_mels // 2 ** len(self.channels) if self.pool == "time" else 1
+        return 2 * self.channels[-1] * rows
 
     @property
     def num_classes(self) -> int:
@@ -161,7 +174,7 @@ class DrumClassifier(nn.Module):
             blocks.append(ConvBlock(cin, cout))
             cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.project = nn.Linear(2 * cin, config.embed_dim)
+        self.project = nn.Linear(config.pooled_dim, config.embed_dim)
         self.head = nn.Sequential(
             nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(config.embed_dim, len(config.class_names))
         )
@@ -173,11 +186,16 @@ class DrumClassifier(nn.Module):
     def class_names(self) -> tuple[str, ...]:
         return self.config.class_names
 
+    def features(self, image: Tensor) -> Tensor:
+        """Log-mel image `[B, 1, M, N]` -> unstandardised embedding `[B, D]` (training masks the image first)."""
+        x = self.blocks(image)  # (B, C', M', N')
+        dims = (2, 3) if self.config.pool == "global" else (3,)
+        pooled = torch.cat([x.mean(dim=dims), x.amax(dim=dims)], dim=1).flatten(1)  # (B, pooled_dim)
+        return self.project(pooled)  # (B, D)
+
     def raw_embed(self, audio: Tensor) -> Tensor:
         """Unstandardised embedding `[B, D]` (what the head sees)."""
-        x = self.blocks(self.frontend(audio))  # (B, C', M', N')
-        pooled = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)  # (B, 2C')
-        return self.project(pooled)  # (B, D)
+        return self.features(self.frontend(audio))
 
     def forward(self, audio: Tensor) -> Tensor:
         """Class logits `[B, K]` of audio `[B, C, T]`."""
