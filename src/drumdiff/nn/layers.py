@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from drumdiff.nn.functional import group_norm_silu, layer_norm_modulate
+
 # The original's NumberEmbedder: 128 learned frequencies -> [t, sin(2 pi f t), cos(2 pi f t)] (257 features).
 TIME_FREQUENCIES = 128
 
@@ -55,11 +57,14 @@ class Conv1d(nn.Conv1d):
             raise ValueError("drumdiff Conv1d supports only numeric zero padding, dilation 1 and groups 1")
 
     def forward(self, x: Tensor) -> Tensor:
-        w4 = _channels_last_4d(self.weight)  # (C_out, C_in, 1, K)
-        y = F.conv2d(
-            _channels_last_4d(x), w4, self.bias, stride=(1, self.stride[0]), padding=(0, self.padding[0])
-        )
-        return y.squeeze(2)  # (B, C_out, T'), channels-last
+        return _conv1d(x, self.weight, self.bias, stride=self.stride[0], padding=self.padding[0])
+
+
+def _conv1d(x: Tensor, weight: Tensor, bias: Tensor | None, *, stride: int = 1, padding: int = 0) -> Tensor:
+    """conv1d of x (B, C_in, T) with weight (C_out, C_in, K), run as a channels-last 2D conv. -> (B, C_out, T')."""
+    w4 = _channels_last_4d(weight)  # (C_out, C_in, 1, K)
+    y = F.conv2d(_channels_last_4d(x), w4, bias, stride=(1, stride), padding=(0, padding))
+    return y.squeeze(2)  # (B, C_out, T'), channels-last
 
 
 class GroupNorm(nn.GroupNorm):
@@ -104,9 +109,15 @@ class ResnetBlock(nn.Module):
         self.norm2 = GroupNorm(groups, channels)
         self.conv2 = Conv1d(channels, channels, kernel_size, padding=padding)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))  # (B, C, T)
-        h = self.conv2(F.silu(self.norm2(h)))  # (B, C, T)
+    def forward(self, x: Tensor, *, lean: bool = False) -> Tensor:
+        """lean: the memory-lean GroupNorm + SiLU (saves only its input; slower on a CPU)."""
+        if lean:
+            n1, n2 = self.norm1, self.norm2
+            h = self.conv1(group_norm_silu(x, n1.weight, n1.bias, n1.num_groups, n1.eps))  # (B, C, T)
+            h = self.conv2(group_norm_silu(h, n2.weight, n2.bias, n2.num_groups, n2.eps))  # (B, C, T)
+        else:
+            h = self.conv1(F.silu(self.norm1(x)))  # (B, C, T)
+            h = self.conv2(F.silu(self.norm2(h)))  # (B, C, T)
         return h.add_(x)  # in place on a fresh tensor: autograd-safe (conv backward does not need it)
 
 
@@ -121,8 +132,12 @@ class Modulation(nn.Module):
         self.to_scale_shift = nn.Linear(features, 2 * channels)
         self.eps = 1e-6
 
-    def forward(self, x: Tensor, silu_features: Tensor) -> Tensor:
+    def forward(self, x: Tensor, silu_features: Tensor, *, lean: bool = False) -> Tensor:
+        """lean: the memory-lean LayerNorm (saves only its input, returns autocast's dtype; slower on a CPU)."""
         channels = x.shape[1]
+        if lean:
+            scale, shift = self.to_scale_shift(silu_features).chunk(2, dim=-1)  # 2 x (B, C)
+            return layer_norm_modulate(x, scale, shift, self.eps)
         scale, shift = self.to_scale_shift(silu_features)[:, None, :].chunk(2, dim=-1)  # 2 x (B, 1, C)
         xt = x.transpose(1, 2)  # (B, T, C): contiguous when x is channels-last
         y = F.layer_norm(xt, (channels,), eps=self.eps)  # (B, T, C)
@@ -177,23 +192,40 @@ class UNetBlock(nn.Module):
             Attention(channels, heads=heads, head_features=head_features) for _ in range(attentions)
         )
 
-    def forward(self, x: Tensor, silu_features: Tensor) -> Tensor:
-        x = self.modulation(self.resnet(x), silu_features)  # (B, C, T)
+    def forward(self, x: Tensor, silu_features: Tensor, lean: bool = False) -> Tensor:
+        """lean: memory-lean norms for training with little memory (see `drumdiff.nn.functional`)."""
+        x = self.modulation(self.resnet(x, lean=lean), silu_features, lean=lean)  # (B, C, T)
         for attention in self.attention:
             x = attention(x)
         return x
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour upsampling by `factor`, then a kernel-3 convolution (the original's default)."""
+    """Nearest-neighbour upsampling by `factor`, then a kernel-3 convolution (the original's default).
+
+    Computed without the upsampled signal: output sample f n + p of conv(upsample(x)) is a kernel-3 conv of
+    x around n whose taps are sums of the original taps (its "phase" p). One conv with f x C_out channels
+    gives all phases; interleaving them is a free reshape of the channels-last result. Same numbers, 1/f of
+    the multiply-adds, and backward keeps x instead of a copy f times its size.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, *, factor: int) -> None:
         super().__init__()
         self.factor = factor
         self.conv = Conv1d(in_channels, out_channels, 3, padding=1)
+        # phases[p, d + 1, j + 1] = 1 where upsampled tap j of output phase p reads x[n + d]
+        phases = torch.zeros(factor, 3, 3)
+        for p in range(factor):
+            for j in (-1, 0, 1):
+                phases[p, (p + j) // factor + 1, j + 1] = 1
+        self.register_buffer("phases", phases, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.factor > 1:  # the original also "upsamples" by 1, which is a plain copy
-            x4 = _channels_last_4d(x)  # (B, C, 1, T)
-            x = F.interpolate(x4, scale_factor=(1, self.factor), mode="nearest").squeeze(2)  # (B, C, f T)
-        return self.conv(x)
+        f = self.factor
+        if f == 1:  # the original also "upsamples" by 1, which is a plain copy
+            return self.conv(x)
+        weight, bias = self.conv.weight, self.conv.bias  # (C_out, C_in, 3), (C_out,)
+        taps = torch.einsum("pdj,ocj->pocd", self.phases.to(weight.dtype), weight)  # (f, C_out, C_in, 3)
+        y = _conv1d(x, taps.flatten(0, 1), bias.repeat(f), padding=1)  # (B, f C_out, T), phase-major
+        b, _, t = y.shape
+        return y.transpose(1, 2).reshape(b, t * f, -1).transpose(1, 2)  # (B, C_out, f T), channels-last

@@ -20,6 +20,9 @@ name mapping from the original's weights is `drumdiff.convert.map_original_unet_
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -73,10 +76,31 @@ class UNet1d(nn.Module):
         self.levels = nn.ModuleList(Level(config, i) for i in range(len(config.channels)))
         self.grad_checkpointing = False
 
-    def _block(self, block: UNetBlock, x: Tensor, silu_features: Tensor) -> Tensor:
+    def _down(self, level: Level, h: Tensor, silu_features: Tensor) -> Tensor:
+        """A level's way down: downsample, then its blocks. (B, C_in, T) -> (B, C_i, T / f_i)."""
+        lean = self.grad_checkpointing and torch.is_grad_enabled()
+        h = level.downsample(h)
+        for block in level.down:
+            h = block(h, silu_features, lean)
+        return h
+
+    def _up(self, level: Level, h: Tensor, skip: Tensor, silu_features: Tensor) -> Tensor:
+        """A level's way up: its blocks, upsample, then skip + scale * h. -> (B, C_in, T) like skip."""
+        lean = self.grad_checkpointing and torch.is_grad_enabled()
+        for block in level.up:
+            h = block(h, silu_features, lean)
+        h = level.upsample(h)  # (B, C_in, T_i * f_i)
+        scale = level.skip_scale(silu_features)[:, :, None]  # (B, C_in, 1)
+        return torch.addcmul(skip, scale, h)
+
+    def _run(self, half: Callable[..., Tensor], *args: Any) -> Tensor:
+        # Checkpointing keeps only each half-level's inputs (the skips, and the inputs of the ways up) and
+        # recomputes the inside in backward, with norms that keep only their own inputs even then.
+        # Half-levels, not blocks: a block's output is its level's next input, so checkpointing blocks
+        # would keep every block's output; this keeps 2 tensors per level for the same recompute.
         if self.grad_checkpointing and torch.is_grad_enabled():
-            return checkpoint(block, x, silu_features, use_reentrant=False)
-        return block(x, silu_features)
+            return checkpoint(half, *args, use_reentrant=False)
+        return half(*args)
 
     def forward(self, x: Tensor, t: Tensor, *, class_id: Tensor | None = None) -> Tensor:
         """x [B, C, T] noisy audio, t [B] in [0, 1], class_id [B] (long) or None -> v [B, C, T]."""
@@ -107,13 +131,7 @@ class UNet1d(nn.Module):
         skips = []
         for level in self.levels:
             skips.append(h)
-            h = level.downsample(h)  # (B, C_i, T_i)
-            for block in level.down:
-                h = self._block(block, h, silu_features)
+            h = self._run(self._down, level, h, silu_features)  # (B, C_i, T_i)
         for level in reversed(self.levels):
-            for block in level.up:
-                h = self._block(block, h, silu_features)
-            h = level.upsample(h)  # (B, C_in, T_i * f_i)
-            scale = level.skip_scale(silu_features)[:, :, None]  # (B, C_in, 1)
-            h = torch.addcmul(skips.pop(), scale, h)  # skip + scale * h
+            h = self._run(self._up, level, h, skips.pop(), silu_features)  # (B, C_in, T_i * f_i)
         return h.contiguous()  # (B, C, T) in the usual layout
