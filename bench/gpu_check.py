@@ -27,8 +27,11 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+# As `drumdiff train --memory-budget` does, before CUDA starts (the proof calls the library, not the CLI).
+os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 for path in (ROOT, ROOT / "src"):

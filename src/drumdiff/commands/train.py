@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -105,6 +106,9 @@ OVERRIDE_FLAGS = (
 
 def run_train(args: argparse.Namespace) -> int:
     """Handler of `drumdiff train`."""
+    if args.memory_budget:
+        # Before CUDA starts: segments that grow in place keep reserved memory close to allocated memory.
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     from drumdiff.training import TrainRequest, train
 
     request = TrainRequest(
