@@ -12,7 +12,8 @@ imports and model/optimizer/EMA creation (Linux VmHWM after resetting it through
 Batch 1 and 4; ours with and without gradient checkpointing (the original has none).
 CUDA (`--cuda`): one process; batch 1, 4, 8, 16 x checkpointing off/on x fp32 / 16-mixed / bf16-mixed;
 `max_memory_allocated` and `max_memory_reserved` per configuration.
-Seconds per training sample: median over the timed steps of step time / batch. Ratios: `speed` is
+Seconds per training sample: median over the timed steps of step time / batch (CPU: then the median over
+`--rounds` interleaved runs of each subprocess). Ratios: `speed` is
 original s/sample over ours (> 1: ours faster), `memory` is ours over the original's (< 1: ours smaller).
 Exits with status 1 when the original library cannot be imported.
 """
@@ -150,28 +151,43 @@ def cpu_child(impl: str, batch: int, checkpointing: bool, *, steps: int, preset:
     }
 
 
-def cpu_part(*, batches: list[int], steps: int, preset: str, length: int, threads: int | None) -> dict:
-    rows = []
+def cpu_part(
+    *, batches: list[int], steps: int, preset: str, length: int, threads: int | None, rounds: int = 1
+) -> dict:
+    """Each configuration in a fresh subprocess, `rounds` times over, the configurations interleaved.
+
+    A machine's speed drifts (other jobs, page-fault cost); running original, ours, original, ours... and
+    taking each configuration's median over the rounds keeps that drift out of the ratios.
+    """
     # Interleaved by batch so that the two sides of each ratio run close together in time.
     configs = [
         (impl, b, c) for b in batches for impl, c in (("original", False), ("ours", False), ("ours", True))
     ]
-    for impl, batch, checkpointing in configs:
-        cmd = [sys.executable, "-m", "bench.train", "--child", impl, str(batch), str(int(checkpointing))]
-        cmd += ["--steps", str(steps), "--preset", preset, "--length", str(length)]
-        env = dict(os.environ)
-        if threads:
-            env["OMP_NUM_THREADS"] = str(threads)
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
-        if done.returncode != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
-        row = json.loads(done.stdout.strip().splitlines()[-1])
-        print(
-            f"cpu {impl:8s} batch {batch:2d} ckpt {checkpointing!s:5s}: {row['s_per_sample']:.3f} s/sample, "
-            f"peak above setup {row['peak_above_setup_mb']:.0f} MB",
-            file=sys.stderr,
-            flush=True,
-        )
+    runs: dict[tuple[str, int, bool], list[dict]] = {config: [] for config in configs}
+    for round_ in range(rounds):
+        for impl, batch, checkpointing in configs:
+            cmd = [sys.executable, "-m", "bench.train", "--child", impl, str(batch), str(int(checkpointing))]
+            cmd += ["--steps", str(steps), "--preset", preset, "--length", str(length)]
+            env = dict(os.environ)
+            if threads:
+                env["OMP_NUM_THREADS"] = str(threads)
+            done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+            if done.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            print(
+                f"cpu round {round_ + 1}/{rounds} {impl:8s} batch {batch:2d} ckpt {checkpointing!s:5s}: "
+                f"{row['s_per_sample']:.3f} s/sample, peak above setup {row['peak_above_setup_mb']:.0f} MB",
+                file=sys.stderr,
+                flush=True,
+            )
+            runs[(impl, batch, checkpointing)].append(row)
+    rows = []
+    for found in runs.values():
+        row = dict(found[0])
+        for key in ("s_per_sample", "peak_above_setup_mb", "rss_after_setup_mb", "peak_rss_mb"):
+            row[key] = statistics.median(r[key] for r in found)
+        row["s_per_sample_rounds"] = [r["s_per_sample"] for r in found]
         rows.append(row)
     ratios = {}
     for batch in batches:
@@ -187,7 +203,7 @@ def cpu_part(*, batches: list[int], steps: int, preset: str, length: int, thread
                 "speed": orig["s_per_sample"] / ours["s_per_sample"],
                 "memory": ours["peak_above_setup_mb"] / orig["peak_above_setup_mb"],
             }
-    return {"threads": threads or torch.get_num_threads(), "rows": rows, "ratios": ratios}
+    return {"threads": threads or torch.get_num_threads(), "rounds": rounds, "rows": rows, "ratios": ratios}
 
 
 # --------------------------------------------------------------------------------------------- CUDA
@@ -284,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--length", type=int, default=32768, help="clip length in samples")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default torch's)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="CPU: runs of every configuration, interleaved (median taken)"
+    )
     parser.add_argument("--out", type=Path, help="write the JSON here too")
     parser.add_argument("--child", nargs=3, metavar=("IMPL", "BATCH", "CKPT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -315,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             preset=args.preset,
             length=args.length,
             threads=args.threads,
+            rounds=1 if args.quick else args.rounds,
         )
     if run_cuda:
         result["cuda_part"] = cuda_part(
