@@ -969,7 +969,7 @@ def probe_memory(
     if checkpointing and False in options:
         reasons.append("gradient checkpointing on: without it a larger batch does not fit")
     elif not checkpointing:
-        reasons.append("gradient checkpointing off: not needed, and it costs about a third more compute")
+        reasons.append("gradient checkpointing off: not needed, and it costs up to twice the step time")
     reasons.append(
         f"batch {batch} is the largest that fits ({measure} {format_size(peak)} <= {PROBE_MARGIN:.0%} of "
         f"{format_size(limit)})"

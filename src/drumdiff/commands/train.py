@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--grad-checkpointing",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="recompute activations in backward: less memory, about a third more compute (default off)",
+        help="recompute activations in backward: far less memory, up to twice the step time (default off)",
     )
     p.add_argument("--lr", type=float, help="peak AdamW learning rate after warm-up (default 1e-4)")
     p.add_argument(
