@@ -76,9 +76,14 @@ class UNet1d(nn.Module):
         self.levels = nn.ModuleList(Level(config, i) for i in range(len(config.channels)))
         self.grad_checkpointing = False
 
+    @property
+    def _checkpointing_now(self) -> bool:
+        """Checkpointing is on and a backward will follow (also true inside a checkpoint's recomputation)."""
+        return self.grad_checkpointing and torch.is_grad_enabled()
+
     def _down(self, level: Level, h: Tensor, silu_features: Tensor) -> Tensor:
         """A level's way down: downsample, then its blocks. (B, C_in, T) -> (B, C_i, T / f_i)."""
-        lean = self.grad_checkpointing and torch.is_grad_enabled()
+        lean = self._checkpointing_now
         h = level.downsample(h)
         for block in level.down:
             h = block(h, silu_features, lean)
@@ -86,7 +91,7 @@ class UNet1d(nn.Module):
 
     def _up(self, level: Level, h: Tensor, skip: Tensor, silu_features: Tensor) -> Tensor:
         """A level's way up: its blocks, upsample, then skip + scale * h. -> (B, C_in, T) like skip."""
-        lean = self.grad_checkpointing and torch.is_grad_enabled()
+        lean = self._checkpointing_now
         for block in level.up:
             h = block(h, silu_features, lean)
         h = level.upsample(h)  # (B, C_in, T_i * f_i)
@@ -98,7 +103,7 @@ class UNet1d(nn.Module):
         # recomputes the inside in backward, with norms that keep only their own inputs even then.
         # Half-levels, not blocks: a block's output is its level's next input, so checkpointing blocks
         # would keep every block's output; this keeps 2 tensors per level for the same recompute.
-        if self.grad_checkpointing and torch.is_grad_enabled():
+        if self._checkpointing_now:
             return checkpoint(half, *args, use_reentrant=False)
         return half(*args)
 
