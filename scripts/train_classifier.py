@@ -45,6 +45,47 @@ def load_items(
     return torch.from_numpy(np.stack(audio)), torch.tensor(labels)
 
 
+# --subclasses: kinds of instrument inside a class, by name part (first match; else the class itself). The head
+# learns these compact groups instead of one blob per class; its class probabilities are their sums.
+SUBCLASSES: dict[str, dict[str, list[str]]] = {
+    "percussion": {
+        "cymbal": ["cymbal", "crash", "ride", "splash", "china"],
+        "drum": [
+            "tom",
+            "drum",
+            "conga",
+            "bongo",
+            "djembe",
+            "dununba",
+            "kenkeni",
+            "sangban",
+            "cajon",
+            "timbale",
+        ],
+        "metal": ["bell", "triangle", "agogo"],
+        "wood": ["stick", "rim", "click", "clave", "block", "snap"],
+        "shaker": ["shaker", "maraca", "cabasa", "tambourine", "guiro"],
+    },
+    "snare": {"clap": ["clap"]},
+}
+
+
+def subclass_name(item: dict) -> str:
+    """`class/kind` for an item, by its instrument name and `SUBCLASSES` (`class` when no kind matches)."""
+    instrument = (item.get("provenance") or {}).get("instrument", "").lower()
+    for kind, parts in SUBCLASSES.get(item["class"], {}).items():
+        if any(part in instrument for part in parts):
+            return f"{item['class']}/{kind}"
+    return item["class"]
+
+
+def training_targets(items: list[dict], classes: list[str], subclasses: list[str]) -> torch.Tensor:
+    """What the head is trained to predict: `[N]` sub-class indices, or class indices without sub-classes."""
+    if not subclasses:
+        return torch.tensor([classes.index(i["class"]) for i in items])
+    return torch.tensor([subclasses.index(subclass_name(i)) for i in items])
+
+
 def kit_folds(kits: list[str], k: int) -> list[list[str]]:
     """`k` folds of kits for cross-validation: sorted names, every k-th kit, so each kit is held out once."""
     ordered = sorted(kits)
@@ -102,7 +143,7 @@ def predict(model: DrumClassifier, audio: torch.Tensor, batch: int = 64) -> tupl
     for start in range(0, len(audio), batch):
         raw = model.raw_embed(audio[start : start + batch])
         raws.append(raw)
-        logits.append(model.head(raw))
+        logits.append(model.logits(raw))
     return torch.cat(logits), torch.cat(raws)
 
 
@@ -178,7 +219,7 @@ def instrument_key(item: dict) -> str:
 def train_model(
     config: ClassifierConfig,
     audio: torch.Tensor,
-    labels: torch.Tensor,
+    targets: torch.Tensor,
     weights: torch.Tensor,
     *,
     epochs: int,
@@ -188,12 +229,12 @@ def train_model(
     device: torch.device,
     progress: bool = True,
 ) -> DrumClassifier:
-    """Train one classifier on `[N, C, T]` clips drawn with `[N]` sampling weights; returns it in eval mode on
-    CPU with its embedding statistics set from the (unaugmented) training clips."""
+    """Train one classifier on `[N, C, T]` clips with `[N]` targets (head indices), drawn with `[N]` sampling
+    weights; returns it in eval mode on CPU with embedding statistics from the (unaugmented) training clips."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = DrumClassifier(config).to(device)
-    audio, labels = audio.to(device), labels.to(device)
+    audio, targets = audio.to(device), targets.to(device)
     total = epochs * max(1, len(audio) // batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.1)
@@ -201,7 +242,7 @@ def train_model(
     for _ in tqdm(range(total), desc="training classifier", unit="step", disable=not progress):
         index = torch.multinomial(weights, batch_size, replacement=True, generator=generator).to(device)
         image = spec_mask(model.frontend(augment(audio[index], generator)), generator)  # (B, 1, M, N)
-        loss = F.cross_entropy(model.head(model.features(image)), labels[index], label_smoothing=0.05)
+        loss = F.cross_entropy(model.head(model.features(image)), targets[index], label_smoothing=0.05)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -212,7 +253,12 @@ def train_model(
 
 
 def cross_validate(
-    root: Path, manifest: dict, classes: list[str], config: ClassifierConfig, args: argparse.Namespace
+    root: Path,
+    manifest: dict,
+    classes: list[str],
+    subclasses: list[str],
+    config: ClassifierConfig,
+    args: argparse.Namespace,
 ) -> int:
     """Kit-level cross-validation inside the manifest's train split; prints per-fold and pooled results."""
     items = [i for i in manifest["items"] if i["split"] == "train" and i["class"] in classes]
@@ -222,13 +268,14 @@ def cross_validate(
     audio, labels = load_items(root, manifest, items, classes)
     groups = [i["group"] for i in items]
     weights = sampling_weights(labels, [instrument_key(i) for i in items], args.balance)
+    targets = training_targets(items, classes, subclasses)
     pooled = np.zeros((len(classes), len(classes)), dtype=int)
     rows = []
     started = time.time()
     for fold, held_out in enumerate(kit_folds(kits, args.cv)):
         test = torch.tensor([g in held_out for g in groups])
         model = train_model(
-            config, audio[~test], labels[~test], weights[~test], epochs=args.epochs, batch_size=args.batch_size,
+            config, audio[~test], targets[~test], weights[~test], epochs=args.epochs, batch_size=args.batch_size,
             lr=args.lr, seed=args.seed, device=torch.device(args.device), progress=args.progress,
         )  # fmt: skip
         logits, _ = predict(model, audio[test])
@@ -248,8 +295,8 @@ def cross_validate(
 
 
 def train_and_save(
-    root: Path, manifest_bytes: bytes, manifest: dict, classes: list[str], config: ClassifierConfig,
-    args: argparse.Namespace, argv: list[str] | None, commit: str,
+    root: Path, manifest_bytes: bytes, manifest: dict, classes: list[str], subclasses: list[str],
+    config: ClassifierConfig, args: argparse.Namespace, argv: list[str] | None, commit: str,
 ) -> int:  # fmt: skip
     """Train on the manifest's train split, report on its val split (held-out kits), write the classifier."""
     train_items = [i for i in manifest["items"] if i["split"] == "train" and i["class"] in classes]
@@ -268,7 +315,8 @@ def train_and_save(
     )
     started = time.time()
     model = train_model(
-        config, train_x, train_y, sampling_weights(train_y, [instrument_key(i) for i in train_items], args.balance),
+        config, train_x, training_targets(train_items, classes, subclasses),
+        sampling_weights(train_y, [instrument_key(i) for i in train_items], args.balance),
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, device=torch.device(args.device), progress=args.progress,
     )  # fmt: skip
@@ -302,6 +350,7 @@ def train_and_save(
         "lr": args.lr,
         "seed": args.seed,
         "balance": args.balance,
+        "subclasses": subclasses,
         "train_seconds": round(seconds),
         "train_accuracy": round(train_acc, 4),
         "val_macro_accuracy": round(macro, 4),
@@ -344,6 +393,10 @@ def main(argv: list[str] | None = None) -> int:
         help="pool the last conv features over frequency and time (global) or over time only (time)",
     )  # fmt: skip
     parser.add_argument(
+        "--subclasses", action=argparse.BooleanOptionalAction, default=False,
+        help="train the head on kinds of instrument within a class (SUBCLASSES: drums, cymbals, shakers, ...)",
+    )  # fmt: skip
+    parser.add_argument(
         "--balance", choices=("class", "instrument"), default="class",
         help="sampling: classes equally likely (class), and instruments within a class too (instrument)",
     )  # fmt: skip
@@ -367,6 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     manifest_bytes = (args.data / "manifest.json").read_bytes()
     manifest = json.loads(manifest_bytes)
     classes = list(manifest["classes"])
+    train_items = [i for i in manifest["items"] if i["split"] == "train" and i["class"] in classes]
+    subclasses = sorted({subclass_name(i) for i in train_items}) if args.subclasses else []
     config = ClassifierConfig(
         class_names=tuple(classes),
         sample_rate=manifest["sample_rate"],
@@ -376,10 +431,13 @@ def main(argv: list[str] | None = None) -> int:
         embed_dim=args.embed_dim,
         n_mels=args.n_mels,
         top_db=args.top_db,
+        subclass_of=tuple(classes.index(name.split("/")[0]) for name in subclasses),
     )
     if args.cv:
-        return cross_validate(args.data, manifest, classes, config, args)
-    return train_and_save(args.data, manifest_bytes, manifest, classes, config, args, argv, commit)
+        return cross_validate(args.data, manifest, classes, subclasses, config, args)
+    return train_and_save(
+        args.data, manifest_bytes, manifest, classes, subclasses, config, args, argv, commit
+    )
 
 
 if __name__ == "__main__":

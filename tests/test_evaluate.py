@@ -203,7 +203,9 @@ def test_train_classifier_script_cross_validates_and_ships(tmp_path, capsys):
             rel = f"{name}/{kit}.flac"
             write(tmp_path / rel, make(10 * k + len(name)))
             split = "val" if kit == "v" else "train"
-            items.append({"path": rel, "class": name, "group": f"kit {kit}", "split": split})
+            instrument = "Hand Clap" if (name, kit) == ("snare", "b") else name.title()
+            items.append({"path": rel, "class": name, "group": f"kit {kit}", "split": split,
+                          "provenance": {"instrument": instrument}})  # fmt: skip
     manifest = {"format": "drumdiff-dataset", "version": 1, "classes": sorted(makers), "sample_rate": SR,
                 "length": LENGTH, "channels": 2, "items": items}  # fmt: skip
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
@@ -222,10 +224,14 @@ def test_train_classifier_script_cross_validates_and_ships(tmp_path, capsys):
     assert "cross-validation over 3 train kits (9 clips" in out and "pooled macro accuracy" in out
     assert {row["group"] for row in json.loads(predictions.read_text())} == {"kit a", "kit b", "kit c"}
     shipped = tmp_path / "c.safetensors"
-    assert script.main([str(tmp_path), "--out", str(shipped), "--pool", "time", *tiny]) == 0
+    assert script.main([str(tmp_path), "--out", str(shipped), "--pool", "time", "--subclasses", *tiny]) == 0
     provenance = read_classifier_metadata(shipped)["provenance"]
     assert provenance["train_kits"] == ["kit a", "kit b", "kit c"] and provenance["val_kits"] == ["kit v"]
-    assert load_classifier(shipped).config.pool == "time"
+    assert provenance["subclasses"] == ["hihat", "kick", "snare", "snare/clap"]
+    loaded = load_classifier(shipped)
+    assert loaded.config.pool == "time" and loaded.config.subclass_of == (0, 1, 2, 2)
+    probs = loaded(torch.stack([kick(1), snare(2)])).softmax(1)  # class probabilities: sums over sub-classes
+    assert probs.shape == (2, 3) and torch.allclose(probs.sum(1), torch.ones(2))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -45,6 +45,10 @@ class ClassifierConfig:
     pool: str = "global"
     embed_dim: int = 64
     dropout: float = 0.3
+    # Training sub-classes (percussion split into drums, cymbals, shakers, ...): the head has one logit per
+    # sub-class, `subclass_of[j]` is its class index, and a class's logit is the logsumexp of its sub-classes'
+    # (so class probabilities are sums of sub-class probabilities). Empty: one logit per class.
+    subclass_of: tuple[int, ...] = ()
     extra: dict[str, Any] = field(
         default_factory=dict
     )  # room for later options; files written so far hold {}
@@ -52,6 +56,8 @@ class ClassifierConfig:
     def __post_init__(self) -> None:
         if self.pool not in ("global", "time"):
             raise ValueError(f"pool must be 'global' or 'time', got {self.pool!r}")
+        if self.subclass_of and sorted(set(self.subclass_of)) != list(range(len(self.class_names))):
+            raise ValueError(f"subclass_of must name every class index at least once, got {self.subclass_of}")
 
     @property
     def pooled_dim(self) -> int:
@@ -175,9 +181,11 @@ class DrumClassifier(nn.Module):
             cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.project = nn.Linear(config.pooled_dim, config.embed_dim)
-        self.head = nn.Sequential(
-            nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(config.embed_dim, len(config.class_names))
-        )
+        outputs = len(config.subclass_of) or config.num_classes
+        self.head = nn.Sequential(nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(config.embed_dim, outputs))
+        self._members = [
+            [j for j, c in enumerate(config.subclass_of) if c == k] for k in range(config.num_classes)
+        ]  # sub-class indices of each class (unused without sub-classes)
         # Training-set statistics of the raw embedding; identity until `set_embedding_stats`.
         self.register_buffer("embed_mean", torch.zeros(config.embed_dim))
         self.register_buffer("embed_std", torch.ones(config.embed_dim))
@@ -197,9 +205,16 @@ class DrumClassifier(nn.Module):
         """Unstandardised embedding `[B, D]` (what the head sees)."""
         return self.features(self.frontend(audio))
 
+    def logits(self, raw: Tensor) -> Tensor:
+        """Class logits `[B, K]` from a raw embedding `[B, D]` (sub-class logits merged by logsumexp)."""
+        out = self.head(raw)  # (B, K) or (B, S) with sub-classes
+        if not self.config.subclass_of:
+            return out
+        return torch.stack([out[:, members].logsumexp(dim=1) for members in self._members], dim=1)  # (B, K)
+
     def forward(self, audio: Tensor) -> Tensor:
         """Class logits `[B, K]` of audio `[B, C, T]`."""
-        return self.head(self.raw_embed(audio))  # (B, K)
+        return self.logits(self.raw_embed(audio))  # (B, K)
 
     def embed(self, audio: Tensor) -> Tensor:
         """Embedding `[B, D]`, standardised with the training set's per-dimension mean and std."""
@@ -208,7 +223,7 @@ class DrumClassifier(nn.Module):
     def embed_and_logits(self, audio: Tensor) -> tuple[Tensor, Tensor]:
         """Both at once (one forward pass): `([B, D] standardised embedding, [B, K] logits)`."""
         raw = self.raw_embed(audio)
-        return (raw - self.embed_mean) / self.embed_std, self.head(raw)
+        return (raw - self.embed_mean) / self.embed_std, self.logits(raw)
 
     @torch.no_grad()
     def set_embedding_stats(self, raw_embeddings: Tensor) -> None:
