@@ -229,29 +229,24 @@ def train_model(
     device: torch.device,
     progress: bool = True,
 ) -> DrumClassifier:
-    """Train a classifier on `[N, C, T]` clips with `[N]` targets (head indices), drawn with `[N]` sampling
-    weights; an ensemble's members one after another, member m with data order and augmentation seeded
-    `seed + m`. Returns it in eval mode on CPU with embedding statistics from the (unaugmented) clips."""
+    """Train one classifier on `[N, C, T]` clips with `[N]` targets (head indices), drawn with `[N]` sampling
+    weights; returns it in eval mode on CPU with embedding statistics from the (unaugmented) training clips."""
     torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
     model = DrumClassifier(config).to(device)
     audio, targets = audio.to(device), targets.to(device)
     total = epochs * max(1, len(audio) // batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.1)
     model.train()
-    for m, net in enumerate(model.nets):
-        generator = torch.Generator().manual_seed(seed + m)
-        optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-2)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=total, pct_start=0.1
-        )
-        desc = f"training classifier {m + 1}/{len(model.nets)}"
-        for _ in tqdm(range(total), desc=desc, unit="step", disable=not progress):
-            index = torch.multinomial(weights, batch_size, replacement=True, generator=generator).to(device)
-            image = spec_mask(model.frontend(augment(audio[index], generator)), generator)  # (B, 1, M, N)
-            loss = F.cross_entropy(net.head(net.features(image)), targets[index], label_smoothing=0.05)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+    for _ in tqdm(range(total), desc="training classifier", unit="step", disable=not progress):
+        index = torch.multinomial(weights, batch_size, replacement=True, generator=generator).to(device)
+        image = spec_mask(model.frontend(augment(audio[index], generator)), generator)  # (B, 1, M, N)
+        loss = F.cross_entropy(model.head(model.features(image)), targets[index], label_smoothing=0.05)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
     _, raw = predict(model, audio)
     model.set_embedding_stats(raw)
     return model.cpu().eval()
@@ -354,7 +349,6 @@ def train_and_save(
         "batch_size": args.batch_size,
         "lr": args.lr,
         "seed": args.seed,
-        "members": args.members,
         "balance": args.balance,
         "subclasses": subclasses,
         "train_seconds": round(seconds),
@@ -403,10 +397,6 @@ def main(argv: list[str] | None = None) -> int:
         help="train the head on kinds of instrument within a class (SUBCLASSES: drums, cymbals, shakers, ...)",
     )  # fmt: skip
     parser.add_argument(
-        "--members", type=int, default=1,
-        help="ensemble of this many networks (seeds seed, seed+1, ...): mean probabilities, joined embeddings",
-    )  # fmt: skip
-    parser.add_argument(
         "--balance", choices=("class", "instrument"), default="class",
         help="sampling: classes equally likely (class), and instruments within a class too (instrument)",
     )  # fmt: skip
@@ -442,7 +432,6 @@ def main(argv: list[str] | None = None) -> int:
         n_mels=args.n_mels,
         top_db=args.top_db,
         subclass_of=tuple(classes.index(name.split("/")[0]) for name in subclasses),
-        members=args.members,
     )
     if args.cv:
         return cross_validate(args.data, manifest, classes, subclasses, config, args)

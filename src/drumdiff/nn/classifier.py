@@ -11,7 +11,6 @@ standard deviation (buffers saved with the weights) so that distances have a fix
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,6 @@ class ClassifierConfig:
     # sub-class, `subclass_of[j]` is its class index, and a class's logit is the logsumexp of its sub-classes'
     # (so class probabilities are sums of sub-class probabilities). Empty: one logit per class.
     subclass_of: tuple[int, ...] = ()
-    members: int = 1  # networks (training seeds) in the ensemble
     extra: dict[str, Any] = field(
         default_factory=dict
     )  # room for later options; files written so far hold {}
@@ -58,8 +56,6 @@ class ClassifierConfig:
     def __post_init__(self) -> None:
         if self.pool not in ("global", "time"):
             raise ValueError(f"pool must be 'global' or 'time', got {self.pool!r}")
-        if self.members < 1:
-            raise ValueError(f"members must be at least 1, got {self.members}")
         if self.subclass_of and sorted(set(self.subclass_of)) != list(range(len(self.class_names))):
             raise ValueError(f"subclass_of must name every class index at least once, got {self.subclass_of}")
 
@@ -68,11 +64,6 @@ class ClassifierConfig:
         """Features after pooling: 2 C' for "global", 2 C' M' for "time" (M' = n_mels halved per block)."""
         rows = self.n_mels // 2 ** len(self.channels) if self.pool == "time" else 1
         return 2 * self.channels[-1] * rows
-
-    @property
-    def embedding_dim(self) -> int:
-        """E, the size of `embed`: each member's `embed_dim`, side by side."""
-        return self.embed_dim * self.members
 
     @property
     def num_classes(self) -> int:
@@ -176,12 +167,13 @@ class ConvBlock(nn.Module):
         return self.net(x)
 
 
-class DrumNet(nn.Module):
-    """One network after the front end: log-mel image `[B, 1, M, N]` -> raw embedding `[B, D]` -> class logits."""
+class DrumClassifier(nn.Module):
+    """Log-mel CNN: `forward(audio [B, C, T]) -> logits [B, K]`; `embed(audio) -> [B, D]` (standardised)."""
 
     def __init__(self, config: ClassifierConfig) -> None:
         super().__init__()
         self.config = config
+        self.frontend = LogMel(config)
         blocks = []
         cin = 1
         for cout in config.channels:
@@ -194,6 +186,13 @@ class DrumNet(nn.Module):
         self._members = [
             [j for j, c in enumerate(config.subclass_of) if c == k] for k in range(config.num_classes)
         ]  # sub-class indices of each class (unused without sub-classes)
+        # Training-set statistics of the raw embedding; identity until `set_embedding_stats`.
+        self.register_buffer("embed_mean", torch.zeros(config.embed_dim))
+        self.register_buffer("embed_std", torch.ones(config.embed_dim))
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.config.class_names
 
     def features(self, image: Tensor) -> Tensor:
         """Log-mel image `[B, 1, M, N]` -> unstandardised embedding `[B, D]` (training masks the image first)."""
@@ -202,6 +201,10 @@ class DrumNet(nn.Module):
         pooled = torch.cat([x.mean(dim=dims), x.amax(dim=dims)], dim=1).flatten(1)  # (B, pooled_dim)
         return self.project(pooled)  # (B, D)
 
+    def raw_embed(self, audio: Tensor) -> Tensor:
+        """Unstandardised embedding `[B, D]` (what the head sees)."""
+        return self.features(self.frontend(audio))
+
     def logits(self, raw: Tensor) -> Tensor:
         """Class logits `[B, K]` from a raw embedding `[B, D]` (sub-class logits merged by logsumexp)."""
         out = self.head(raw)  # (B, K) or (B, S) with sub-classes
@@ -209,58 +212,22 @@ class DrumNet(nn.Module):
             return out
         return torch.stack([out[:, members].logsumexp(dim=1) for members in self._members], dim=1)  # (B, K)
 
-
-class DrumClassifier(nn.Module):
-    """Log-mel CNN(s): `forward(audio [B, C, T]) -> logits [B, K]`; `embed(audio) -> [B, E]` (standardised).
-
-    With `config.members` > 1 it is an ensemble of independently trained networks on one front end: the class
-    probabilities are the members' mean and the embedding is their embeddings side by side (E = D x members).
-    """
-
-    def __init__(self, config: ClassifierConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.frontend = LogMel(config)
-        self.nets = nn.ModuleList(DrumNet(config) for _ in range(config.members))
-        # Training-set statistics of the raw embedding; identity until `set_embedding_stats`.
-        self.register_buffer("embed_mean", torch.zeros(config.embedding_dim))
-        self.register_buffer("embed_std", torch.ones(config.embedding_dim))
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.config.class_names
-
-    def raw_embed(self, audio: Tensor) -> Tensor:
-        """Unstandardised embedding `[B, E]` (what the heads see)."""
-        image = self.frontend(audio)  # (B, 1, M, N)
-        return torch.cat([net.features(image) for net in self.nets], dim=1)  # (B, D x members)
-
-    def logits(self, raw: Tensor) -> Tensor:
-        """Class logits `[B, K]` from a raw embedding `[B, E]`; an ensemble's softmax is its members' mean."""
-        parts = raw.split(self.config.embed_dim, dim=1)
-        if len(self.nets) == 1:
-            return self.nets[0].logits(raw)
-        logp = torch.stack(
-            [net.logits(part).log_softmax(1) for net, part in zip(self.nets, parts, strict=True)]
-        )
-        return logp.logsumexp(dim=0) - math.log(len(self.nets))  # (B, K) log of the mean probability
-
     def forward(self, audio: Tensor) -> Tensor:
         """Class logits `[B, K]` of audio `[B, C, T]`."""
         return self.logits(self.raw_embed(audio))  # (B, K)
 
     def embed(self, audio: Tensor) -> Tensor:
-        """Embedding `[B, E]`, standardised with the training set's per-dimension mean and std."""
+        """Embedding `[B, D]`, standardised with the training set's per-dimension mean and std."""
         return (self.raw_embed(audio) - self.embed_mean) / self.embed_std
 
     def embed_and_logits(self, audio: Tensor) -> tuple[Tensor, Tensor]:
-        """Both at once (one forward pass): `([B, E] standardised embedding, [B, K] logits)`."""
+        """Both at once (one forward pass): `([B, D] standardised embedding, [B, K] logits)`."""
         raw = self.raw_embed(audio)
         return (raw - self.embed_mean) / self.embed_std, self.logits(raw)
 
     @torch.no_grad()
     def set_embedding_stats(self, raw_embeddings: Tensor) -> None:
-        """Store the mean and std of `[N, E]` raw training embeddings for `embed`."""
+        """Store the mean and std of `[N, D]` raw training embeddings for `embed`."""
         self.embed_mean.copy_(raw_embeddings.mean(dim=0))
         self.embed_std.copy_(raw_embeddings.std(dim=0).clamp_min(1e-6))
 
@@ -288,11 +255,6 @@ def save_classifier(
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def _current_key(name: str) -> str:
-    """Files written before ensembles hold one network at the top level ("blocks.0..."): it is `nets.0`."""
-    return f"nets.0.{name}" if name.startswith(("blocks.", "project.", "head.")) else name
-
-
 def load_classifier(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> DrumClassifier:
     """Load a classifier file (default: the one shipped in the package), in eval mode, fp32."""
     from safetensors import safe_open
@@ -309,7 +271,7 @@ def load_classifier(path: str | Path | None = None, *, device: str | torch.devic
                 f"{path}: not a drumdiff classifier file (format {metadata.get('format')!r})"
             )
         config = ClassifierConfig.from_dict(json.loads(metadata["config"]))
-        state = {_current_key(k): v.float() for k, v in load_file(str(path)).items()}
+        state = {k: v.float() for k, v in load_file(str(path)).items()}
         model = DrumClassifier(config)
         model.load_state_dict(state)
     except ModelFileError:
