@@ -1,6 +1,6 @@
 """The sanity checks of tests/test_evaluate.py, run on real drum kits (a prepared dataset).
 
-    python scripts/check_metrics_real_kits.py /work/data/hydrogen
+    python scripts/check_metrics_real_kits.py /work/data/hydrogen2
 
 For every class: two disjoint random halves of that class must score closer (FD and KID) than the first half
 against an equal number of clips of each other class, and than against white noise; the KID of the two halves
