@@ -27,11 +27,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-# As `drumdiff train --memory-budget` does, before CUDA starts (the proof calls the library, not the CLI).
-os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 for path in (ROOT, ROOT / "src"):
@@ -174,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, help="folder for gpu_check.json (default $OUT or ./gpu_check_out)"
     )
     args = parser.parse_args(argv)
+    from drumdiff.training import use_expandable_segments
+
+    use_expandable_segments()  # before CUDA starts, as `drumdiff train --memory-budget` does
     smoke = args.smoke or not torch.cuda.is_available()
     out_dir = args.out or Path(os.environ.get("OUT") or "gpu_check_out")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -825,8 +825,13 @@ def _peak_rss() -> int:
     raise OSError("VmHWM not found")
 
 
-def _expandable_segments() -> None:
-    """Let the CUDA allocator grow segments in place, so reserved memory stays close to allocated memory."""
+def use_expandable_segments() -> None:
+    """Let the CUDA allocator grow segments in place, so reserved memory stays close to allocated memory.
+
+    Through PYTORCH_CUDA_ALLOC_CONF for an allocator that has not started yet (a user's own setting wins),
+    and through the allocator's settings for one that has.
+    """
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     with contextlib.suppress(Exception):  # a private API: without it, memory is only less compact
         torch.cuda.memory._set_allocator_settings("expandable_segments:True")
 
@@ -854,7 +859,7 @@ def probe_memory(
 
     reasons = []
     if device.type == "cuda":
-        _expandable_segments()
+        use_expandable_segments()
         limit = budget_bytes - CUDA_CONTEXT_BYTES
         if limit <= 0:
             raise DrumdiffError(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 
@@ -106,10 +105,10 @@ OVERRIDE_FLAGS = (
 
 def run_train(args: argparse.Namespace) -> int:
     """Handler of `drumdiff train`."""
+    from drumdiff.training import TrainRequest, train, use_expandable_segments
+
     if args.memory_budget:
-        # Before CUDA starts: segments that grow in place keep reserved memory close to allocated memory.
-        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-    from drumdiff.training import TrainRequest, train
+        use_expandable_segments()  # before CUDA starts
 
     request = TrainRequest(
         data_dir=args.data_dir,
