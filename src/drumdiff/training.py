@@ -831,7 +831,9 @@ def use_expandable_segments() -> None:
     Through PYTORCH_CUDA_ALLOC_CONF for an allocator that has not started yet (a user's own setting wins),
     and through the allocator's settings for one that has.
     """
-    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    if not torch.cuda.is_initialized():
+        os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+        return
     with contextlib.suppress(Exception):  # a private API: without it, memory is only less compact
         torch.cuda.memory._set_allocator_settings("expandable_segments:True")
 
