@@ -65,28 +65,24 @@ def measure(*, preset: str, batch: int, length: int, checkpointing: bool, precis
     from drumdiff.config import load_preset
     from drumdiff.diffusion import v_loss
     from drumdiff.nn.unet1d import UNet1d
-    from drumdiff.training import TrainConfig, _adamw
+    from drumdiff.training.config import TrainConfig
+    from drumdiff.training.step import TrainStep, make_adamw
 
     config = load_preset(preset).replace(length=length)
-    dtype = {"bf16-mixed": torch.bfloat16, "32": None}[precision]
     torch.manual_seed(0)
     with TensorMemory() as memory:
         net = UNet1d(config)
         net.grad_checkpointing = checkpointing
-        opt = _adamw(net, TrainConfig())
+        # no EMA: on a GPU its copy lives in host memory (what this counts is the GPU's share)
+        step = TrainStep(net, make_adamw(net, TrainConfig()), shadow=None, precision=precision)
         for clips in (1, batch):  # the first step creates AdamW's state; the second is measured
             state = memory.current  # weights + AdamW state
             memory.peak = memory.current
             start = time.perf_counter()
             x0 = torch.randn(clips, config.audio_channels, length)
             noise, t = torch.randn_like(x0), torch.rand(clips)
-            with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
-                loss = v_loss(net, x0, noise, t).mean()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            del x0, noise, t, loss
+            step(lambda x0=x0, noise=noise, t=t: v_loss(net, x0, noise, t).mean(), ema_decay=0.0)
+            del x0, noise, t
         seconds = time.perf_counter() - start
         peak = memory.peak
     return {

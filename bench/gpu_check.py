@@ -91,7 +91,7 @@ class MemoryWatch(pl.Callback):
 def proof(work: Path, *, smoke: bool) -> dict[str, Any]:
     """Train under --memory-budget 2GB with a 2 GiB process cap; see the module docstring."""
     from drumdiff.cli import main as cli
-    from drumdiff.training import TrainRequest, train
+    from drumdiff.training.run import TrainRequest, train
 
     cuda = torch.cuda.is_available() and not smoke
     length = 32768 if cuda else 4096
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, help="folder for gpu_check.json (default $OUT or ./gpu_check_out)"
     )
     args = parser.parse_args(argv)
-    from drumdiff.training import use_expandable_segments
+    from drumdiff.training.memory import use_expandable_segments
 
     use_expandable_segments()  # before CUDA starts, as `drumdiff train --memory-budget` does
     smoke = args.smoke or not torch.cuda.is_available()

@@ -42,9 +42,9 @@ from bench.original_lib import SEED_LAYOUT, import_original  # noqa: E402
 from drumdiff.config import load_preset  # noqa: E402
 from drumdiff.diffusion import v_loss  # noqa: E402
 from drumdiff.nn.unet1d import UNet1d  # noqa: E402
-from drumdiff.training import ema_update  # noqa: E402
+from drumdiff.training.step import TrainStep  # noqa: E402
 
-PRECISIONS = {"32": None, "16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}
+PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 
 
 def build(impl: str, *, device: torch.device, checkpointing: bool, preset: str = "seed", length: int = 32768):
@@ -73,26 +73,13 @@ def build(impl: str, *, device: torch.device, checkpointing: bool, preset: str =
 
 
 def make_step(model, loss_fn, ema, opt, *, device: torch.device, precision: str):
-    """One full training step at a given batch of audio [B, C, T]."""
-    dtype = PRECISIONS[precision]
-    scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
+    """One full training step at a given batch of audio [B, C, T]: drumdiff's own `TrainStep`, both sides."""
+    train_step = TrainStep(
+        model, opt, shadow=ema, precision=precision, grad_clip=1.0, device_type=device.type
+    )
 
     def step(x: torch.Tensor) -> None:
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = loss_fn(x)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-        else:
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        if scaler is not None:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema_update(ema, model, decay=0.995)
+        train_step(lambda: loss_fn(x), ema_decay=0.995)
 
     return step
 

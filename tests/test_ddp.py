@@ -23,7 +23,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from drumdiff.training import TrainRequest, train
+from drumdiff.training.run import TrainRequest, train
 
 data, out, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 

@@ -1,7 +1,7 @@
 """Training: the end-to-end run through the real CLI (kill, resume, export, generate) and each bad input.
 
 Tiny preset, 2048-sample clips written to tmp_path, CPU. Subprocesses run `python -m drumdiff` (or a small
-driver that patches `drumdiff.training` before calling the CLI, to kill the process at a chosen moment).
+driver that patches `drumdiff.training.checkpoint` before calling the CLI, to kill the process at a chosen moment).
 """
 
 from __future__ import annotations
@@ -27,24 +27,24 @@ LENGTH = 2048
 STEPS = 6
 TRAIN_FLAGS = ["--preset", "tiny", "--batch-size", "2", "--checkpoint-every", "2", "--logger", "csv"]
 
-# Patches drumdiff.training, then runs the CLI. argv: MODE KILL_STEP drumdiff-args...
+# Patches drumdiff.training.checkpoint, then runs the CLI. argv: MODE KILL_STEP drumdiff-args...
 # MODE "after": SIGKILL right after the checkpoint of step >= KILL_STEP is on disk;
 # MODE "during": SIGKILL half-way through writing the checkpoint of step >= KILL_STEP.
 DRIVER = """
 import io, os, signal, sys
-import drumdiff.training as training
+import drumdiff.training.checkpoint as checkpoint
 from drumdiff.cli import main
 
 mode, kill_step = sys.argv[1], int(sys.argv[2])
 if mode == "after":
-    write = training.write_checkpoint
+    write = checkpoint.write_checkpoint
     def write_then_die(path, state):
         write(path, state)
         if state["step"] >= kill_step:
             os.kill(os.getpid(), signal.SIGKILL)
-    training.write_checkpoint = write_then_die
+    checkpoint.write_checkpoint = write_then_die
 else:
-    serialize = training._serialize
+    serialize = checkpoint._serialize
     def die_mid_write(obj, file):
         if obj["step"] >= kill_step:
             buffer = io.BytesIO()
@@ -53,7 +53,7 @@ else:
             file.flush()
             os.kill(os.getpid(), signal.SIGKILL)
         serialize(obj, file)
-    training._serialize = die_mid_write
+    checkpoint._serialize = die_mid_write
 sys.exit(main(sys.argv[3:]))
 """
 
@@ -176,11 +176,13 @@ def test_end_to_end_kill_resume_export_generate(tmp_path: Path, data2: Path) -> 
     killed = _cli("train", str(data), "--run-dir", str(broken), "--resume", *steps, driver=("during", 4))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert _ckpt(broken)["step"] == 2
-    assert list((broken / "checkpoints").glob(".*.tmp-*")), "the half-written temp file should be left over"
+    assert list((broken / "checkpoints").glob(".last.ckpt.*.tmp")), (
+        "the half-written temp file should be left over"
+    )
 
     done = _cli("train", str(data), "--run-dir", str(broken), "--resume", *steps, "--preview-every", "-1")
     assert done.returncode == 0, done.stderr
-    assert not list((broken / "checkpoints").glob(".*.tmp-*"))
+    assert not list((broken / "checkpoints").glob(".last.ckpt.*.tmp"))
     a, b = _ckpt(straight), _ckpt(broken)
     assert a["step"] == b["step"] == STEPS
     _assert_same_weights(a, b)
@@ -299,9 +301,9 @@ def test_init_from_unconditional_on_classes(
 def test_disk_full_during_checkpoint(
     tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import drumdiff.training as training
+    import drumdiff.training.checkpoint as checkpoint
 
-    serialize = training._serialize
+    serialize = checkpoint._serialize
 
     def fill_disk(obj: dict, file) -> None:
         if obj["step"] >= 2:
@@ -309,27 +311,27 @@ def test_disk_full_during_checkpoint(
             raise OSError(errno.ENOSPC, "No space left on device")
         serialize(obj, file)
 
-    monkeypatch.setattr(training, "_serialize", fill_disk)
+    monkeypatch.setattr(checkpoint, "_serialize", fill_disk)
     run = tmp_path / "run"
     assert _train(data2, run, "--checkpoint-every", "1", steps=3) == 2
     message = _error(capsys)
     assert "disk is full" in message and "last.ckpt" in message and "kept" in message
-    assert training.load_checkpoint(run / "checkpoints" / "last.ckpt")["step"] == 1
+    assert checkpoint.load_checkpoint(run / "checkpoints" / "last.ckpt")["step"] == 1
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]
 
 
 def test_repeated_nan_loss_stops(
     tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import drumdiff.training as training
+    import drumdiff.training.step as step
 
-    real = training.v_loss
+    real = step.v_loss
 
     def poisoned(net, x0, noise, t, *, class_id=None):
         loss = real(net, x0, noise, t, class_id=class_id)
         return loss * math.nan if net.training else loss
 
-    monkeypatch.setattr(training, "v_loss", poisoned)
+    monkeypatch.setattr(step, "v_loss", poisoned)
     run = tmp_path / "run"
     with pytest.warns(RuntimeWarning, match="non-finite"):
         assert _train(data2, run, "--checkpoint-every", "1", steps=20) == 2
@@ -339,7 +341,7 @@ def test_repeated_nan_loss_stops(
 
 def test_stream_sampler_splits_one_global_order() -> None:
     """Two ranks at batch 2 see exactly the positions and clips of one process at batch 4."""
-    from drumdiff.training import StreamBatchSampler
+    from drumdiff.training.stream import StreamBatchSampler
 
     def take(sampler: StreamBatchSampler, n: int) -> list:
         it = iter(sampler)
@@ -359,7 +361,7 @@ def test_augmentation_is_per_position_and_leaves_noise_alone() -> None:
     """--augment changes the clip deterministically per stream position; noise, t and dropout stay the same."""
     from drumdiff.data import Augment
     from drumdiff.synth import make
-    from drumdiff.training import TrainItems
+    from drumdiff.training.stream import TrainItems
 
     clips = [(make("snare", seed=i, length=2048), 0) for i in range(2)]
     plain = TrainItems(clips, seed=3, cfg_dropout=0.1)
@@ -377,7 +379,7 @@ def test_augmentation_is_per_position_and_leaves_noise_alone() -> None:
 
 def test_parse_size() -> None:
     from drumdiff.errors import DrumdiffError
-    from drumdiff.training import parse_size
+    from drumdiff.training.config import parse_size
 
     assert parse_size("2GB") == parse_size("2GiB") == 2 * 1024**3
     assert parse_size("800MB") == 800 * 1024**2 and parse_size("1024") == 1024

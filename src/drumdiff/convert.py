@@ -308,7 +308,8 @@ def convert_checkpoint(
     file's name) as its one class name, and provenance in its metadata.
     """
     from drumdiff import __version__
-    from drumdiff.modelfile import file_sha256, save_model_file
+    from drumdiff.files import file_sha256
+    from drumdiff.modelfile import save_model_file
 
     source = Path(source)
     loaded = read_checkpoint(source)

@@ -12,7 +12,6 @@ Nothing in the file is executable; loading checks the format version and every t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from torch import Tensor, nn
 
 from drumdiff.config import ModelConfig
 from drumdiff.errors import ModelFileError
-from drumdiff.files import atomic_path
+from drumdiff.files import atomic_path, check_format
 
 FORMAT = "drumdiff-model"
 FORMAT_VERSION = 1
@@ -91,14 +90,16 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
             raw = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
         raise ModelFileError(f"{path}: not a readable .safetensors model file ({error})") from error
-    if raw.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: not a drumdiff model file (format {raw.get('format')!r})")
-    version = raw.get("format_version", "?")
-    if version != str(FORMAT_VERSION):
-        raise ModelFileError(
-            f"{path}: model file format version {version} is not supported by this drumdiff "
-            f"(it reads version {FORMAT_VERSION}); upgrade drumdiff or re-export the model"
-        )
+    check_format(
+        raw,
+        source=path,
+        kind="drumdiff model file",
+        format=FORMAT,
+        version=str(FORMAT_VERSION),  # safetensors metadata holds strings only
+        version_key="format_version",
+        error=ModelFileError,
+    )
+    version = raw["format_version"]
     try:
         return {
             "format": raw["format"],
@@ -149,11 +150,3 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
     net.eval().requires_grad_(False).to(device)
     return LoadedModel(net=net, config=config, class_names=meta["class_names"], metadata=meta, path=path)
 
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

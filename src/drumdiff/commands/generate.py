@@ -142,7 +142,7 @@ class _Session:
         if hasattr(args, "seed"):
             self.seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
         self.folder = prepare_folder(args.out)
-        from drumdiff.modelfile import file_sha256
+        from drumdiff.files import file_sha256
         from drumdiff.pipeline import load_model
 
         self.model = load_model(args.model, device=args.device)

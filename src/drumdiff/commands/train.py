@@ -105,7 +105,8 @@ OVERRIDE_FLAGS = (
 
 def run_train(args: argparse.Namespace) -> int:
     """Handler of `drumdiff train`."""
-    from drumdiff.training import TrainRequest, train, use_expandable_segments
+    from drumdiff.training.memory import use_expandable_segments
+    from drumdiff.training.run import TrainRequest, train
 
     if args.memory_budget:
         use_expandable_segments()  # before CUDA starts
@@ -125,7 +126,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     """Handler of `drumdiff export`."""
-    from drumdiff.training import export_model
+    from drumdiff.training.checkpoint import export_model
 
     out = export_model(args.source, args.out, fp16=args.fp16)
     print(out)

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from drumdiff.errors import ModelFileError
 from drumdiff.files import atomic_path
-from drumdiff.modelfile import file_sha256 as file_sha256  # the classifier's identity in evaluation reports
+from drumdiff.files import file_sha256 as file_sha256  # the classifier's identity in evaluation reports
 
 DEFAULT_CLASSIFIER = Path(__file__).resolve().parents[1] / "weights" / "drum_classifier.safetensors"
 FILE_FORMAT = "drumdiff-classifier"

@@ -1,0 +1,142 @@
+"""The resumable training checkpoint (`RUN/checkpoints/last.ckpt`) and export to an inference model file.
+
+A checkpoint is a plain dictionary of tensors and plain values, read with `torch.load(weights_only=True)`
+(no pickled code): weights, EMA weights, AdamW state, GradScaler state, step, data-order seed, RNG state,
+model and training config, class names, validation history and provenance. No Lightning here: `drumdiff
+export` only reads a checkpoint and writes a model file.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from drumdiff.config import ModelConfig
+from drumdiff.errors import DrumdiffError, ModelFileError
+from drumdiff.files import atomic_path, check_format
+
+CHECKPOINT_FORMAT = "drumdiff-train-checkpoint"
+CHECKPOINT_VERSION = 1
+TEMP_SUFFIX = ".tmp"  # a checkpoint being written is `.last.ckpt.<random>.tmp` beside it
+
+
+def checkpoint_path(run_dir: Path) -> Path:
+    """Where a run keeps its resumable state: RUN/checkpoints/last.ckpt."""
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def _serialize(obj: Any, file: Any) -> None:
+    """Write `obj` to an open binary file; tests replace this to simulate a full disk or a kill."""
+    torch.save(obj, file)
+
+
+def write_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically (temp file, fsync, rename). A failure leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_path(path, suffix=TEMP_SUFFIX, fsync=True) as tmp, open(tmp, "wb") as handle:
+            _serialize(state, handle)
+    except OSError as error:
+        reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+        kept = f"; the previous {path.name} is kept" if path.exists() else ""
+        raise DrumdiffError(f"cannot write checkpoint {path}: {reason}{kept}") from error
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a training checkpoint with `torch.load(weights_only=True)`; ModelFileError if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
+        # torch's weights-only errors wrap one useful line in several lines of advice: keep that line.
+        boilerplate = ("Weights only load failed", "Please file", "Check the documentation", "(1)", "(2)")
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        useful = [line for line in lines if not line.startswith(boilerplate)]
+        detail = (useful or lines or [""])[0].replace("WeightsUnpickler error:", "").strip()
+        raise ModelFileError(
+            f"{path} is not a readable drumdiff training checkpoint (damaged, truncated, or holding more than "
+            f"plain tensors): {type(error).__name__}: {detail[:160]}"
+        ) from error
+    check_format(
+        state,
+        source=path,
+        kind="drumdiff training checkpoint",
+        format=CHECKPOINT_FORMAT,
+        version=CHECKPOINT_VERSION,
+        error=ModelFileError,
+    )
+    return state
+
+
+def clean_temp_files(folder: Path) -> None:
+    """Remove temp files left by a process killed during a checkpoint write."""
+    for tmp in folder.glob(f".*{TEMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global torch (and CUDA) RNG state, for a checkpoint."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what `rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def cpu_state(module: nn.Module) -> dict[str, Tensor]:
+    """A module's state dict copied to the CPU (checkpoints never hold device tensors)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+
+
+def plain(value: Any) -> Any:
+    """`value` as plain JSON values (anything else as its string), for checkpoints and config.json."""
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def export_model(source: str | os.PathLike, out: str | os.PathLike, *, fp16: bool = False) -> Path:
+    """EMA weights of a run (RUN folder or .ckpt) -> an inference `.safetensors` model file."""
+    from drumdiff.modelfile import save_model_file
+
+    source = Path(source)
+    ckpt = checkpoint_path(source) if source.is_dir() else source
+    if source.is_dir() and not ckpt.is_file():
+        raise DrumdiffError(f"{source} has no checkpoints/last.ckpt; train first or name a .ckpt file")
+    state = load_checkpoint(ckpt)
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise DrumdiffError(f"output {out} must end in .safetensors")
+    provenance = {
+        **state.get("provenance", {}),
+        "checkpoint": str(ckpt.resolve()),
+        "step": int(state["step"]),
+        "samples_seen": int(state.get("samples_seen", 0)),
+        "val_loss": state["val_history"][-1][1] if state.get("val_history") else None,
+        "train_config": state["train_config"],
+        "weights": "ema",
+    }
+    save_model_file(
+        out,
+        state_dict=state["ema"],
+        config=ModelConfig.from_dict(state["model_config"]),
+        class_names=list(state["class_names"]),
+        provenance=provenance,
+        fp16=fp16,
+    )
+    return out

@@ -1,0 +1,95 @@
+"""Every training hyper-parameter in one frozen dataclass, the run's fixed constants, and memory sizes."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from drumdiff.errors import DrumdiffError
+
+GIB = 1024**3
+VAL_SEED = 20240607  # fixed: the validation loss is comparable across steps and runs
+VAL_T = (0.1, 0.3, 0.5, 0.7, 0.9)  # fixed t grid of the validation loss
+DEFAULT_CHECKPOINT_SECONDS = 300.0  # "--checkpoint-every 0": about every 5 minutes of work
+DEFAULT_PREVIEW_SECONDS = 900.0  # "--preview-every 0": about every 15 minutes
+PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training hyper-parameter; CLI flags override these defaults, `RUN/config.json` records them.
+
+    Optimizer defaults are the original tiny-audio-diffusion's (AdamW lr 1e-4, betas (0.95, 0.999),
+    eps 1e-6, weight decay 1e-3; EMA 0.995 with power-0.7 warm-up).
+    """
+
+    preset: str = "small"
+    max_steps: int = 20000
+    batch_size: int = 8  # per device, per micro-batch
+    accumulate: int = 1
+    precision: str = "32"
+    grad_checkpointing: bool = False
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.95, 0.999)
+    eps: float = 1e-6
+    weight_decay: float = 1e-3
+    warmup_steps: int = 200
+    grad_clip: float = 1.0
+    ema_beta: float = 0.995
+    ema_power: float = 0.7
+    cfg_dropout: float = 0.1  # probability of the null class, conditional models only
+    augment: bool = False  # drumdiff.data.Augment's defaults: gain, polarity, stereo swap/width, onset shift
+    seed: int = 0
+    checkpoint_every: int = 0  # steps; 0: about every DEFAULT_CHECKPOINT_SECONDS
+    preview_every: int = 0  # steps; 0: about every DEFAULT_PREVIEW_SECONDS; -1: never
+    preview_count: int = 4
+    preview_steps: int = 20
+    val_items: int = 32  # clips of the val split used by the validation loss
+    max_bad_steps: int = 5  # non-finite losses in a row that stop the run
+    ema_on_cpu: bool = False  # keep the EMA copy in host memory (chosen by --memory-budget on a GPU)
+    num_workers: int = -1  # -1: automatic (0 on CPU, up to 4 spawn workers with a GPU)
+    devices: int = 1
+    strategy: str = "auto"
+    num_nodes: int = 1
+    logger: str = "tensorboard"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values for `RUN/config.json` and the checkpoint (tuples become lists in JSON)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of `to_dict`; unknown keys (from another drumdiff version) are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        return cls(**values)
+
+    def check(self) -> None:
+        """Refuse settings that no run can use, naming the flag, before any probing or training."""
+        for name in ("max_steps", "batch_size", "accumulate", "devices", "num_nodes"):
+            if getattr(self, name) < 1:
+                raise DrumdiffError(
+                    f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}"
+                )
+        if self.precision not in PRECISIONS:
+            raise DrumdiffError(f"--precision {self.precision!r}: choose {', '.join(PRECISIONS)}")
+        if self.strategy not in ("auto", "ddp"):
+            raise DrumdiffError(f"--strategy {self.strategy!r}: choose auto or ddp")
+
+
+def parse_size(text: str) -> int:
+    """'2GB', '1.5GiB', '800MB', '512M' or a byte count -> bytes. GB and GiB both mean 2**30 (card sizes)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*", str(text).lower())
+    if not match:
+        raise DrumdiffError(f"memory budget {text!r} is not a size like 2GB, 1.5GiB or 800MB")
+    value = float(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " ")
+    if value <= 0:
+        raise DrumdiffError(f"memory budget {text!r} must be positive")
+    return int(value)
+
+
+def format_size(n: float) -> str:
+    """Bytes as '1.50 GiB', or '800 MiB' under a quarter GiB (probe logs and errors)."""
+    return f"{n / GIB:.2f} GiB" if n >= GIB / 4 else f"{n / 1024**2:.0f} MiB"
