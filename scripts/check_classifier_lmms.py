@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from drumdiff.data import class_for_instrument, load_mapping
-from drumdiff.evaluate import evaluate_folders
+from drumdiff.evaluation import evaluate_folders
 
 LMMS_DRUMS = Path("/usr/share/lmms/samples/drums")
 

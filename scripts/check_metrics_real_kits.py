@@ -20,8 +20,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from drumdiff import evaluate as ev
-from drumdiff.nn.classifier import load_classifier
+from drumdiff import evaluation as ev
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     manifest = json.loads((args.data / "manifest.json").read_text())
-    model = load_classifier(args.classifier)
+    model = ev.load_classifier(args.classifier)
     rng = np.random.default_rng(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     by_class: dict[str, list[str]] = {}

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from drumdiff.nn.classifier import ClassifierConfig, DrumClassifier, save_classifier
+from drumdiff.evaluation.classifier import ClassifierConfig, DrumClassifier, save_classifier
+from drumdiff.files import write_json
 
 
 def load_items(
@@ -290,7 +291,7 @@ def cross_validate(
           f"pooled macro accuracy {macro_accuracy(pooled):.3f}")  # fmt: skip
     print(markdown_confusion(pooled, classes))
     if args.predictions:
-        args.predictions.write_text(json.dumps(rows, indent=1))
+        write_json(args.predictions, rows, indent=1)
     return 0
 
 
@@ -333,7 +334,7 @@ def train_and_save(
     if args.predictions:
         probs = val_logits.softmax(1)
         rows = [prediction_row(item, classes, probs[k]) for k, item in enumerate(val_items)]
-        args.predictions.write_text(json.dumps(rows, indent=1))
+        write_json(args.predictions, rows, indent=1)
     provenance = {
         "script": "scripts/train_classifier.py",
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),

@@ -13,9 +13,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from drumdiff import evaluate as ev
+from drumdiff import evaluation as ev
 from drumdiff.cli import main
-from drumdiff.nn.classifier import (
+from drumdiff.evaluation.classifier import (
     DEFAULT_CLASSIFIER,
     ClassifierConfig,
     DrumClassifier,
@@ -347,7 +347,7 @@ def test_cli_json_offline_with_classes_train_plot_and_bad_files(tmp_path, capsys
 
 
 def ev_sha(path: Path) -> str:
-    from drumdiff.nn.classifier import file_sha256
+    from drumdiff.files import file_sha256
 
     return file_sha256(path)
 

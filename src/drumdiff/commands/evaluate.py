@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of `drumdiff evaluate`: the report as a summary (or JSON) on stdout, the plot with --plot."""
-    from drumdiff.evaluate import evaluate_folders, format_summary, save_plot, to_json
+    from drumdiff.evaluation import evaluate_folders, format_summary, save_plot, to_json
 
     report = evaluate_folders(
         args.gen_dir,

@@ -6,11 +6,15 @@ Frechet distance and KID are computed on `DrumClassifier.embed`, class accuracy 
 The front end is gain invariant (the log-mel image is taken relative to its own loudest bin), so a clip and
 the same clip 12 dB quieter embed identically; the embedding is standardised with the training set's mean and
 standard deviation (buffers saved with the weights) so that distances have a fixed, documented scale.
+
+The classifier file is a `.safetensors` file whose metadata holds the format name and version, the config, the
+class names and the training provenance (JSON strings).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +23,12 @@ import torch
 from torch import Tensor, nn
 
 from drumdiff.errors import ModelFileError
-from drumdiff.files import atomic_path
-from drumdiff.files import file_sha256 as file_sha256  # the classifier's identity in evaluation reports
+from drumdiff.files import atomic_path, check_format
 
 DEFAULT_CLASSIFIER = Path(__file__).resolve().parents[1] / "weights" / "drum_classifier.safetensors"
 FILE_FORMAT = "drumdiff-classifier"
+FILE_VERSION = 1
+_JSON_FIELDS = ("config", "class_names", "provenance")
 
 
 @dataclass(frozen=True)
@@ -233,12 +238,11 @@ class DrumClassifier(nn.Module):
 
 
 def save_classifier(
-    path: str | Path, model: DrumClassifier, *, provenance: dict[str, Any], fp16: bool = True
+    path: str | os.PathLike, model: DrumClassifier, *, provenance: dict[str, Any], fp16: bool = True
 ) -> None:
     """Write weights + config + class names + provenance (safetensors metadata), atomically."""
     from safetensors.torch import save_file
 
-    path = Path(path)
     tensors = {}
     for name, value in model.state_dict().items():
         value = value.detach().cpu().contiguous()
@@ -247,6 +251,7 @@ def save_classifier(
         tensors[name] = value
     metadata = {
         "format": FILE_FORMAT,
+        "format_version": str(FILE_VERSION),  # safetensors metadata holds strings only
         "config": json.dumps(model.config.to_dict()),
         "class_names": json.dumps(list(model.config.class_names)),
         "provenance": json.dumps(provenance),
@@ -255,40 +260,54 @@ def save_classifier(
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def load_classifier(path: str | Path | None = None, *, device: str | torch.device = "cpu") -> DrumClassifier:
-    """Load a classifier file (default: the one shipped in the package), in eval mode, fp32."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+def classifier_path(path: str | os.PathLike | None = None) -> Path:
+    """The classifier file to use: `path`, or the one shipped in the package when None."""
+    return Path(path) if path is not None else DEFAULT_CLASSIFIER
 
-    path = Path(path) if path is not None else DEFAULT_CLASSIFIER
+
+def read_classifier_metadata(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The classifier file's metadata (default file: the shipped one), format checked, JSON fields decoded."""
+    from safetensors import safe_open
+
+    path = classifier_path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: classifier file not found")
     try:
         with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        if metadata.get("format") != FILE_FORMAT:
-            raise ModelFileError(
-                f"{path}: not a drumdiff classifier file (format {metadata.get('format')!r})"
-            )
-        config = ClassifierConfig.from_dict(json.loads(metadata["config"]))
+            metadata = dict(handle.metadata() or {})
+    except Exception as error:  # a corrupt or foreign file: name it
+        raise ModelFileError(f"{path}: cannot load classifier: {error}") from error
+    check_format(
+        {"format_version": "1", **metadata},  # files written before the version key existed are version 1
+        source=path,
+        kind="drumdiff classifier file",
+        format=FILE_FORMAT,
+        version=str(FILE_VERSION),
+        version_key="format_version",
+        error=ModelFileError,
+    )
+    try:
+        for key in _JSON_FIELDS:
+            if key in metadata:
+                metadata[key] = json.loads(metadata[key])
+    except ValueError as error:
+        raise ModelFileError(f"{path}: cannot load classifier: {error}") from error
+    return metadata
+
+
+def load_classifier(
+    path: str | os.PathLike | None = None, *, device: str | torch.device = "cpu"
+) -> DrumClassifier:
+    """Load a classifier file (default: the one shipped in the package), in eval mode, fp32."""
+    from safetensors.torch import load_file
+
+    path = classifier_path(path)
+    metadata = read_classifier_metadata(path)
+    try:
+        config = ClassifierConfig.from_dict(metadata["config"])
         state = {k: v.float() for k, v in load_file(str(path)).items()}
         model = DrumClassifier(config)
         model.load_state_dict(state)
-    except ModelFileError:
-        raise
     except Exception as error:  # a corrupt or foreign file: name it
         raise ModelFileError(f"{path}: cannot load classifier: {error}") from error
     return model.to(device).eval()
-
-
-def read_classifier_metadata(path: str | Path | None = None) -> dict[str, Any]:
-    """The classifier file's metadata, JSON fields decoded."""
-    from safetensors import safe_open
-
-    path = Path(path) if path is not None else DEFAULT_CLASSIFIER
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = dict(handle.metadata() or {})
-    for key in ("config", "class_names", "provenance"):
-        if key in metadata:
-            metadata[key] = json.loads(metadata[key])
-    return metadata
