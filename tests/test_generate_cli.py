@@ -136,10 +136,14 @@ def test_vary_inpaint_interpolate(model_path, input_wav, tmp_path, capsys) -> No
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["generate", "--steps", "0"], "--steps must be at least 1"),
+        (["generate", "--steps", "0"], "steps must be a whole number of at least 1"),
         (["generate", "--sampler", "euler"], "unknown sampler 'euler'"),
         (["generate", "cowbell"], "unknown class 'cowbell'"),
         (["generate", "-n", "0"], "-n must be at least 1"),
+        (["generate", "--batch-size", "0"], "batch size must be a whole number of at least 1"),
+        (["generate", "--guidance", "nan"], "guidance must be a finite number"),
+        (["inpaint", "{input}", "--keep-ms", "nan"], "--keep-ms must be a positive number"),
+        (["inpaint", "{input}", "--keep-ms", "inf"], "--keep-ms must be a positive number"),
         (["vary", "missing.wav"], "missing.wav"),
         (["vary", "{notaudio}"], "notaudio.wav"),
         (["vary", "{input}", "--strength", "1.5"], "--strength must be in (0, 1]"),

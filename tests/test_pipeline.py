@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from drumdiff.errors import DrumdiffError, ModelFileError
 from drumdiff.modelfile import load_model_file, read_metadata
-from drumdiff.pipeline import DrumPipeline, load_model
+from drumdiff.pipeline import DrumPipeline, SamplingOptions, load_model
 from tests.helpers import AnalyticGaussianNet, tiny_config, tiny_model_file
 
 
@@ -89,6 +89,23 @@ def test_inpaint_keeps_the_attack_bit_exact(model) -> None:
     default = model.inpaint(clip, seed=3, steps=2)  # default: first 40 ms
     kept = round(0.040 * model.sample_rate)
     assert torch.equal(default[0, :, :kept], clip[:, :kept])
+
+
+def test_sampling_options_are_checked_when_made_and_equal_their_keywords(model) -> None:
+    with pytest.raises(DrumdiffError, match="guidance must be a finite number"):
+        SamplingOptions(guidance=math.nan)
+    with pytest.raises(DrumdiffError, match="batch size"):
+        model.generate(batch_size=0)
+    with pytest.raises(DrumdiffError, match="unknown schedule 'cosine'"):
+        SamplingOptions(schedule="cosine")
+    with pytest.raises(DrumdiffError, match="unknown sampling option stepz"):
+        model.generate(stepz=3)
+    options = SamplingOptions(steps=3, batch_size=2, sampler="ddim")
+    by_options = model.generate(n=3, seed=7, options=options)
+    assert torch.equal(by_options, model.generate(n=3, seed=7, steps=3, batch_size=2, sampler="ddim"))
+    # keywords override the given options; the rest are kept
+    one = model.generate(n=1, seed=7, options=options, batch_size=1)
+    assert torch.allclose(one, by_options[:1], atol=1e-6)  # batch size changes only float rounding
 
 
 def test_bad_requests_name_the_value(model) -> None:

@@ -149,4 +149,3 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
     net.load_state_dict({k: v.float() for k, v in tensors.items()})
     net.eval().requires_grad_(False).to(device)
     return LoadedModel(net=net, config=config, class_names=meta["class_names"], metadata=meta, path=path)
-

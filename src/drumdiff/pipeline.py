@@ -6,10 +6,14 @@
 
 Every method is keyword-only and returns float32 `[B, C, T]` on the CPU. Clip i of a request uses seed
 SEED + i for all its randomness, so a clip does not depend on how many clips were asked for or on the batch size.
+How to sample (sampler, steps, schedule, guidance, batch size) is one `SamplingOptions`, checked once when it
+is made; the methods take it as `options=` or its fields as keywords (`steps=10`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -23,7 +27,16 @@ from torch import Tensor, nn
 from drumdiff.config import ModelConfig
 from drumdiff.diffusion import add_noise, make_denoiser
 from drumdiff.errors import DrumdiffError
-from drumdiff.sampling import get_sampler, get_schedule, invert_ddim, log_snr_schedule, sample_ddim, slerp
+from drumdiff.sampling import (
+    SAMPLERS,
+    SCHEDULES,
+    get_sampler,
+    get_schedule,
+    invert_ddim,
+    log_snr_schedule,
+    sample_ddim,
+    slerp,
+)
 
 # progress(steps_done) is called after each network evaluation step, for progress bars.
 Progress = Callable[[int], None]
@@ -32,7 +45,47 @@ DEFAULT_SAMPLER = "dpmpp-2m"
 DEFAULT_STEPS = 20
 DEFAULT_SCHEDULE = "log-snr"
 DEFAULT_KEEP_MS = 40.0
+DEFAULT_INTERPOLATE_STEPS = 100  # inversion needs more steps than sampling to reconstruct the endpoints
 SHIPPED_DIR = Path(__file__).parent / "weights"
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How to sample; every value is checked here, once, with a DrumdiffError naming it.
+
+    sampler: a name in `drumdiff.sampling.SAMPLERS`; schedule: a name in `SCHEDULES`; steps: network
+    evaluations per clip (vary runs `round(steps * strength)`); guidance: classifier-free guidance scale (1 =
+    plain conditional); batch_size: clips per network batch (results do not depend on it).
+    """
+
+    sampler: str = DEFAULT_SAMPLER
+    steps: int = DEFAULT_STEPS
+    schedule: str = DEFAULT_SCHEDULE
+    guidance: float = 1.0
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise DrumdiffError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        if self.schedule not in SCHEDULES:
+            raise DrumdiffError(f"unknown schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise DrumdiffError(f"steps must be a whole number of at least 1, got {self.steps!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise DrumdiffError(f"batch size must be a whole number of at least 1, got {self.batch_size!r}")
+        if not math.isfinite(self.guidance):
+            raise DrumdiffError(f"guidance must be a finite number, got {self.guidance}")
+
+    @classmethod
+    def of(cls, options: SamplingOptions | None = None, /, **fields: Any) -> SamplingOptions:
+        """`options` (default: the defaults) with some fields replaced; an unknown field is a DrumdiffError."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise DrumdiffError(
+                f"unknown sampling option {', '.join(unknown)}; the options are {', '.join(sorted(known))}"
+            )
+        return dataclasses.replace(options or cls(), **fields)
 
 
 # ---------------------------------------------------------------------------------------------- locating models
@@ -194,27 +247,18 @@ class DrumPipeline:
         *,
         n: int = 1,
         seed: int = 0,
-        steps: int = DEFAULT_STEPS,
-        sampler: str = DEFAULT_SAMPLER,
-        schedule: str = DEFAULT_SCHEDULE,
         class_name: str | None = None,
-        guidance: float = 1.0,
-        batch_size: int = 8,
+        options: SamplingOptions | None = None,
         progress: Progress | None = None,
+        **sampling: Any,
     ) -> Tensor:
-        """N fresh clips from pure noise. Returns float32 [n, C, T]."""
+        """N fresh clips from pure noise. Returns float32 [n, C, T].
+
+        `options` and/or its fields as keywords (`steps=10, sampler="ddim"`) say how to sample.
+        """
+        options = SamplingOptions.of(options, **sampling)
         return self._sample(
-            n=n,
-            seed=seed,
-            steps=steps,
-            sampler=sampler,
-            schedule=schedule,
-            class_name=class_name,
-            guidance=guidance,
-            batch_size=batch_size,
-            progress=progress,
-            start=None,
-            t_start=1.0,
+            n=n, seed=seed, class_name=class_name, options=options, progress=progress, start=None, t_start=1.0
         )
 
     def vary(
@@ -224,31 +268,25 @@ class DrumPipeline:
         strength: float = 0.5,
         n: int = 1,
         seed: int = 0,
-        steps: int = DEFAULT_STEPS,
-        sampler: str = DEFAULT_SAMPLER,
-        schedule: str = DEFAULT_SCHEDULE,
         class_name: str | None = None,
-        guidance: float = 1.0,
-        batch_size: int = 8,
+        options: SamplingOptions | None = None,
         progress: Progress | None = None,
+        **sampling: Any,
     ) -> Tensor:
         """SDEdit: noise `audio` [C, T] to t = strength, then denoise. n variations -> [n, C, T].
 
-        The sampler runs round(steps * strength) steps (at least 1), so strength 1.0 is exactly `generate`
-        with the same seed: at t = 1 no trace of the input is left.
+        The sampler runs `vary_steps(steps, strength)` steps, so strength 1.0 is exactly `generate` with the
+        same seed: at t = 1 no trace of the input is left.
         """
         if not 0 < strength <= 1:
             raise DrumdiffError(f"strength must be in (0, 1], got {strength}")
+        options = SamplingOptions.of(options, **sampling)
         clip = self._check_audio(audio)
         return self._sample(
             n=n,
             seed=seed,
-            steps=max(1, round(steps * strength)),
-            sampler=sampler,
-            schedule=schedule,
             class_name=class_name,
-            guidance=guidance,
-            batch_size=batch_size,
+            options=dataclasses.replace(options, steps=vary_steps(options.steps, strength)),
             progress=progress,
             start=clip,
             t_start=strength,
@@ -261,13 +299,10 @@ class DrumPipeline:
         keep: tuple[int, int] | Tensor | None = None,
         n: int = 1,
         seed: int = 0,
-        steps: int = DEFAULT_STEPS,
-        sampler: str = DEFAULT_SAMPLER,
-        schedule: str = DEFAULT_SCHEDULE,
         class_name: str | None = None,
-        guidance: float = 1.0,
-        batch_size: int = 8,
+        options: SamplingOptions | None = None,
         progress: Progress | None = None,
+        **sampling: Any,
     ) -> Tensor:
         """Regenerate everything outside a kept region of `audio` [C, T]; the kept samples come back unchanged.
 
@@ -275,17 +310,14 @@ class DrumPipeline:
         At every step the kept region of x_t is replaced by the input noised to that step's t with the
         clip's own noise, so the new part grows out of the kept part.
         """
+        options = SamplingOptions.of(options, **sampling)
         clip = self._check_audio(audio)
         mask = self._keep_mask(keep)
         return self._sample(
             n=n,
             seed=seed,
-            steps=steps,
-            sampler=sampler,
-            schedule=schedule,
             class_name=class_name,
-            guidance=guidance,
-            batch_size=batch_size,
+            options=options,
             progress=progress,
             start=None,
             t_start=1.0,
@@ -298,32 +330,34 @@ class DrumPipeline:
         b: Tensor,
         *,
         frames: int = 5,
-        steps: int = 100,
         class_name: str | None = None,
-        guidance: float = 1.0,
-        batch_size: int = 8,
+        options: SamplingOptions | None = None,
         progress: Progress | None = None,
+        **sampling: Any,
     ) -> Tensor:
         """Blend two clips: DDIM-invert both to noise, slerp the noises, decode. Returns [frames, C, T].
 
         `frames` counts the endpoints (frame 0 reconstructs a, the last reconstructs b). Inversion and
-        decoding use the same `steps`-point log-SNR schedule; more steps reconstruct the endpoints better.
+        decoding are deterministic DDIM on the same `steps`-point log-SNR schedule (default
+        DEFAULT_INTERPOLATE_STEPS; more steps reconstruct the endpoints better); `sampler` and `schedule`
+        are not used.
         """
         if frames < 2:
             raise DrumdiffError(f"frames must be at least 2, got {frames}")
+        options = SamplingOptions.of(options or SamplingOptions(steps=DEFAULT_INTERPOLATE_STEPS), **sampling)
         clips = torch.stack([self._check_audio(a), self._check_audio(b)]).to(self.device)
         try:
-            ts = log_snr_schedule(steps, t_max=1.0, t_min=1e-3)
+            ts = log_snr_schedule(options.steps, t_max=1.0, t_min=1e-3)
         except ValueError as error:
             raise DrumdiffError(str(error)) from error
-        denoiser = self._denoiser(class_name, guidance, batch=2)
+        denoiser = self._denoiser(class_name, options.guidance, batch=2)
         tick = _ticker(progress)
         with torch.inference_mode():
             latents = invert_ddim(denoiser, clips, ts[:-1].flip(0), callback=tick)  # (2, C, T) at t = 1
             mixes = torch.stack([slerp(latents[0], latents[1], i / (frames - 1)) for i in range(frames)])
             out = []
-            for chunk in mixes.split(batch_size):
-                den = self._denoiser(class_name, guidance, batch=len(chunk))
+            for chunk in mixes.split(options.batch_size):
+                den = self._denoiser(class_name, options.guidance, batch=len(chunk))
                 out.append(sample_ddim(den, chunk, ts, callback=tick))
         return torch.cat(out).float().cpu()
 
@@ -333,12 +367,8 @@ class DrumPipeline:
         *,
         n: int,
         seed: int,
-        steps: int,
-        sampler: str,
-        schedule: str,
         class_name: str | None,
-        guidance: float,
-        batch_size: int,
+        options: SamplingOptions,
         progress: Progress | None,
         start: Tensor | None,
         t_start: float,
@@ -346,25 +376,20 @@ class DrumPipeline:
     ) -> Tensor:
         if n < 1:
             raise DrumdiffError(f"the number of clips must be at least 1, got {n}")
-        if batch_size < 1:
-            raise DrumdiffError(f"batch size must be at least 1, got {batch_size}")
-        try:
-            sample = get_sampler(sampler)
-            ts = get_schedule(schedule)(steps, t_max=t_start)
-        except ValueError as error:
-            raise DrumdiffError(str(error)) from error
+        sample = get_sampler(options.sampler)
+        ts = get_schedule(options.schedule)(options.steps, t_max=t_start)
         tick = _ticker(progress)
         out = []
         with torch.inference_mode():
-            for first in range(0, n, batch_size):
-                seeds = list(range(seed + first, seed + min(n, first + batch_size)))
+            for first in range(0, n, options.batch_size):
+                seeds = list(range(seed + first, seed + min(n, first + options.batch_size)))
                 gens = [torch.Generator().manual_seed(s) for s in seeds]
                 noise = self._noise(gens)  # (B, C, T): clip i's own start noise
                 if start is None or t_start >= 1.0:
                     x = noise.clone()  # t = 1: pure noise (alpha = 0), whatever the input
                 else:
                     x = add_noise(start.to(self.device).expand_as(noise), noise, torch.tensor(t_start))
-                denoiser = self._denoiser(class_name, guidance, batch=len(seeds))
+                denoiser = self._denoiser(class_name, options.guidance, batch=len(seeds))
                 if inpaint is not None:
                     denoiser = _inpainting(denoiser, *inpaint, noise=noise, device=self.device)
                 x = sample(denoiser, x, ts, noise_fn=lambda gens=gens: self._noise(gens), callback=tick)
@@ -429,6 +454,11 @@ class DrumPipeline:
         mask = torch.zeros(self.length, dtype=torch.bool)
         mask[start:end] = True
         return mask.reshape(1, 1, -1)
+
+
+def vary_steps(steps: int, strength: float) -> int:
+    """The sampler steps `vary` runs: the part of the schedule below t = strength (at least 1)."""
+    return max(1, round(steps * strength))
 
 
 def _inpainting(denoiser, clip: Tensor, mask: Tensor, *, noise: Tensor, device: torch.device):

@@ -7,6 +7,7 @@ here imports Lightning or Gradio.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -119,17 +120,17 @@ class _Session:
 
         from drumdiff.errors import DrumdiffError
         from drumdiff.outputs import prepare_folder
+        from drumdiff.pipeline import SamplingOptions
 
         self.args = args
         self.operation = operation
-        if args.steps < 1:
-            raise DrumdiffError(f"--steps must be at least 1, got {args.steps}")
-        if getattr(args, "sampler", "dpmpp-2m") not in SAMPLER_NAMES:
-            raise DrumdiffError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLER_NAMES)}")
-        if getattr(args, "schedule", "log-snr") not in SCHEDULE_NAMES:
-            raise DrumdiffError(
-                f"unknown schedule {args.schedule!r}; choose one of {', '.join(SCHEDULE_NAMES)}"
-            )
+        # checked here, before anything is written or loaded; interpolate has no --sampler/--schedule
+        self.options = SamplingOptions.of(
+            steps=args.steps,
+            guidance=args.guidance,
+            batch_size=args.batch_size,
+            **{name: getattr(args, name) for name in ("sampler", "schedule") if hasattr(args, name)},
+        )
         if args.n is not None and args.n < 1:
             raise DrumdiffError(f"-n must be at least 1, got {args.n}")
         if args.sample_rate is not None and args.sample_rate < 1000:
@@ -188,11 +189,11 @@ class _Session:
             "model": {"path": str(self.model.path), "sha256": self.model_sha256},
             "class_name": self.args.class_name,
             "sampler": getattr(self.args, "sampler", "ddim"),  # interpolate inverts and decodes with DDIM
-            "schedule": getattr(self.args, "schedule", "log-snr"),
-            "steps": self.args.steps,
-            "guidance": self.args.guidance,
+            "schedule": self.options.schedule,
+            "steps": self.options.steps,
+            "guidance": self.options.guidance,
             "n": len(clips),
-            "batch_size": self.args.batch_size,
+            "batch_size": self.options.batch_size,
             "sample_rate": rate,
             "format": self.args.format,
             "device": str(self.model.device),
@@ -226,18 +227,8 @@ class _Session:
         return 0
 
     def sampling_kwargs(self, n: int) -> dict[str, Any]:
-        """The keyword arguments every sampling call of the pipeline shares."""
-        args = self.args
-        return dict(
-            n=n,
-            seed=self.seed,
-            steps=args.steps,
-            sampler=args.sampler,
-            schedule=args.schedule,
-            class_name=args.class_name,
-            guidance=args.guidance,
-            batch_size=args.batch_size,
-        )
+        """The keyword arguments every seeded sampling call of the pipeline shares."""
+        return dict(n=n, seed=self.seed, class_name=self.args.class_name, options=self.options)
 
     def seeded(self, stem: str, n: int, **fields: Any) -> dict[str, list]:
         """File stems `STEM_seedS_III` and per-clip record fields for n clips seeded SEED + i."""
@@ -275,13 +266,14 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def run_vary(args: argparse.Namespace) -> int:
     from drumdiff.errors import DrumdiffError
+    from drumdiff.pipeline import vary_steps
 
     if not 0 < args.strength <= 1:
         raise DrumdiffError(f"--strength must be in (0, 1], got {args.strength}")
     session = _Session(args, "vary")
     clip = session.read_input(args.input)
     n = args.n or 1
-    tick = session.progress(_batches(n, args.batch_size) * max(1, round(args.steps * args.strength)))
+    tick = session.progress(_batches(n, args.batch_size) * vary_steps(args.steps, args.strength))
     clips = session.model.vary(clip, strength=args.strength, **session.sampling_kwargs(n), progress=tick)
     stem = f"{session.input_label(args.input)}_vary{args.strength:g}"
     return session.finish(clips, **session.seeded(stem, n, input=str(args.input), strength=args.strength))
@@ -290,8 +282,8 @@ def run_vary(args: argparse.Namespace) -> int:
 def run_inpaint(args: argparse.Namespace) -> int:
     from drumdiff.errors import DrumdiffError
 
-    if args.keep_ms <= 0:
-        raise DrumdiffError(f"--keep-ms must be positive, got {args.keep_ms}")
+    if not (math.isfinite(args.keep_ms) and args.keep_ms > 0):
+        raise DrumdiffError(f"--keep-ms must be a positive number of milliseconds, got {args.keep_ms}")
     session = _Session(args, "inpaint")
     clip = session.read_input(args.input)
     keep = round(args.keep_ms * session.model.sample_rate / 1000)
@@ -313,14 +305,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
     a, b = session.read_input(args.input_a), session.read_input(args.input_b)
     tick = session.progress((args.steps - 1) + _batches(args.frames, args.batch_size) * args.steps)
     clips = session.model.interpolate(
-        a,
-        b,
-        frames=args.frames,
-        steps=args.steps,
-        class_name=args.class_name,
-        guidance=args.guidance,
-        batch_size=args.batch_size,
-        progress=tick,
+        a, b, frames=args.frames, class_name=args.class_name, options=session.options, progress=tick
     )
     pair = f"{session.input_label(args.input_a)}_to_{session.input_label(args.input_b)}"
     stems = [f"{pair}_{i:03d}" for i in range(args.frames)]

@@ -320,7 +320,7 @@ class DiffusionTrainer(pl.LightningModule):
         if self.model_config.conditional:
             for i in range(cfg.preview_count):
                 name = self.class_names[i % len(self.class_names)]
-                clips.append(pipe.generate(n=1, seed=i, steps=cfg.preview_steps, class_name=name)[0])
+                clips.append(pipe.generate(n=1, seed=i, class_name=name, steps=cfg.preview_steps)[0])
                 titles.append(f"{name} (seed {i})")
         else:
             out = pipe.generate(n=cfg.preview_count, seed=0, steps=cfg.preview_steps)
