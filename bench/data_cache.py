@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from drumdiff import data
+from drumdiff.data import Augment, PreparedDataset, prepare
 
 
 def _synthetic(folder: Path, clips: int = 256) -> Path:
@@ -34,7 +34,7 @@ def _synthetic(folder: Path, clips: int = 256) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         sf.write(path, burst.astype(np.float32), 44100, subtype="PCM_16")
     out = folder / "prepared"
-    data.prepare([folder / "src"], out, classes="folders", progress=False, workers=1)
+    prepare([folder / "src"], out, classes="folders", progress=False, workers=1)
     return out
 
 
@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # a DataLoader worker's view
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.dir) if args.dir else _synthetic(Path(tmp))
-        plain = data.PreparedDataset(root, split="all", progress=False)
-        augmented = data.PreparedDataset(root, split="all", augment=data.Augment(), progress=False)
+        plain = PreparedDataset(root, split="all", progress=False)
+        augmented = PreparedDataset(root, split="all", augment=Augment(), progress=False)
         rng = np.random.default_rng(0)
 
         def pick() -> list[int]:

@@ -17,6 +17,8 @@ import torch
 
 from drumdiff import audio, data
 from drumdiff.cli import main
+from drumdiff.config import ModelConfig
+from drumdiff.data import conditioning
 from drumdiff.errors import AudioError, DrumdiffError
 
 SR = 44100
@@ -552,12 +554,12 @@ def test_interrupted_run_leaves_the_previous_dataset_intact(tmp_path, monkeypatc
             raise KeyboardInterrupt  # Ctrl-C in the middle of the second new file
         return real(job)
 
-    monkeypatch.setattr(data, "process_file", interrupted)
+    monkeypatch.setattr(conditioning, "process_file", interrupted)  # where the worker loop looks it up
     with pytest.raises(KeyboardInterrupt):
         data.prepare([src], out, settings=SETTINGS, progress=False, workers=1)
     assert (out / "manifest.json").read_bytes() == before  # the old manifest still describes the old files
     assert len(data.PreparedDataset(out, split="all", progress=False)) == 3
-    monkeypatch.setattr(data, "process_file", real)
+    monkeypatch.setattr(conditioning, "process_file", real)
     report = data.prepare([src], out, settings=SETTINGS, progress=False)
     assert (report.accepted, report.encoded, report.reused) == (6, 3, 3)
     assert not (out / data.STAGING).exists() and not list(out.rglob("*.tmp"))
@@ -565,7 +567,7 @@ def test_interrupted_run_leaves_the_previous_dataset_intact(tmp_path, monkeypatc
 
 def test_conditioning_onset_padding_dc_format_and_too_short_boundary(tmp_path):
     defaults = data.PrepareSettings()
-    model = data.ModelConfig()
+    model = ModelConfig()
     assert (
         (defaults.sample_rate, defaults.length, defaults.channels)
         == (
@@ -661,12 +663,12 @@ def test_output_write_failure_stops_the_run_and_odd_failures_are_retried(tmp_pat
             raise ValueError("something unforeseen")
         return real_condition(decoded, settings)
 
-    monkeypatch.setattr(data, "condition", odd)
+    monkeypatch.setattr(conditioning, "condition", odd)  # where process_file looks it up
     report = data.prepare([src], out, settings=SETTINGS, progress=False, workers=1)
     assert report.accepted == 2 and report.rejected == {"failed": 1}
     [entry] = read_json(out / "rejected.json")["rejected"]
     assert entry["path"].endswith("h1.wav") and "ValueError: something unforeseen" in entry["detail"]
-    monkeypatch.setattr(data, "condition", real_condition)
+    monkeypatch.setattr(conditioning, "condition", real_condition)
     before = (out / "manifest.json").read_bytes()
 
     def full(fd):

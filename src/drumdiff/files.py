@@ -75,12 +75,20 @@ def _fsync_folder(folder: Path) -> None:
             os.close(fd)
 
 
-def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2) -> Path:
-    """Write `data` as UTF-8 JSON (values JSON cannot hold become strings), atomically."""
+def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2, fsync: bool = False) -> Path:
+    """Write `data` as UTF-8 JSON (values JSON cannot hold become strings), atomically; `OSError` on failure.
+
+    Text that is not valid UTF-8 (a file name with undecodable bytes, held as surrogates) makes the whole
+    file ASCII with escapes, which reads back to the same strings. `fsync=True` flushes before the rename.
+    """
     path = Path(path)
-    text = json.dumps(data, indent=indent, default=str) + "\n"
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    text = json.dumps(data, indent=indent, default=str, ensure_ascii=False) + "\n"
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        encoded = (json.dumps(data, indent=indent, default=str) + "\n").encode("ascii")
+    with atomic_path(path, fsync=fsync) as tmp:
+        tmp.write_bytes(encoded)
     return path
 
 

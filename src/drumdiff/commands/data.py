@@ -1,4 +1,4 @@
-"""`drumdiff data prepare` and `drumdiff data inspect`: thin argparse layer over `drumdiff.data`."""
+"""`drumdiff data prepare` and `drumdiff data inspect`: thin argparse layer over the `drumdiff.data` package."""
 
 from __future__ import annotations
 
@@ -77,26 +77,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from drumdiff import data
+    from drumdiff.data import PrepareSettings, load_mapping, prepare
     from drumdiff.errors import DrumdiffError
 
     if args.workers < 1:
         raise DrumdiffError(f"--workers must be at least 1, got {args.workers}")
     if args.mapping and args.classes != "hydrogen":
         raise DrumdiffError("--mapping only applies with --classes hydrogen")
-    defaults = data.PrepareSettings()
-    settings = data.PrepareSettings(
+    defaults = PrepareSettings()
+    settings = PrepareSettings(
         sample_rate=defaults.sample_rate if args.sample_rate is None else args.sample_rate,
         length=defaults.length if args.length is None else args.length,
         normalize=args.normalize,
         peak_db=args.peak_db,
         lufs=args.lufs,
     )
-    report = data.prepare(
+    report = prepare(
         args.sources,
         args.out,
         classes=args.classes,
-        mapping=data.load_mapping(args.mapping) if args.mapping else None,
+        mapping=load_mapping(args.mapping) if args.mapping else None,
         settings=settings,
         workers=args.workers,
         progress=args.progress,
@@ -106,9 +106,9 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from drumdiff import data
+    from drumdiff.data import inspect
 
-    result = data.inspect(args.dir, png=args.png, examples=args.examples)
+    result = inspect(args.dir, png=args.png, examples=args.examples)
     if args.json:
         print(json.dumps(result, indent=1))
         return 0
