@@ -347,9 +347,9 @@ def test_cli_json_offline_with_classes_train_plot_and_bad_files(tmp_path, capsys
 
 
 def ev_sha(path: Path) -> str:
-    from drumdiff.files import file_sha256
+    from drumdiff.files import file_digest
 
-    return file_sha256(path)
+    return file_digest(path)
 
 
 def test_cli_summary_and_bad_input(tmp_path, capsys):

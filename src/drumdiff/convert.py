@@ -308,7 +308,7 @@ def convert_checkpoint(
     file's name) as its one class name, and provenance in its metadata.
     """
     from drumdiff import __version__
-    from drumdiff.files import file_sha256
+    from drumdiff.files import file_digest
     from drumdiff.modelfile import save_model_file
 
     source = Path(source)
@@ -321,7 +321,7 @@ def convert_checkpoint(
 
     provenance: dict[str, Any] = {
         "converted_from": source.name,
-        "source_sha256": file_sha256(source),
+        "source_sha256": file_digest(source),
         "original": "tiny-audio-diffusion (audio-diffusion-pytorch 0.1.3 UNetV0)",
         "converter": f"drumdiff {__version__}",
     }

@@ -143,11 +143,11 @@ class _Session:
         if hasattr(args, "seed"):
             self.seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
         self.folder = prepare_folder(args.out)
-        from drumdiff.files import file_sha256
+        from drumdiff.files import file_digest
         from drumdiff.pipeline import load_model
 
         self.model = load_model(args.model, device=args.device)
-        self.model_sha256 = file_sha256(self.model.path)
+        self.model_sha256 = file_digest(self.model.path)
         self.started = time.perf_counter()
         self.bar: Any = None
 

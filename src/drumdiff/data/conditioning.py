@@ -26,6 +26,7 @@ from drumdiff import audio as audio_io
 from drumdiff.config import ModelConfig
 from drumdiff.data.manifest import REJECT_REASONS
 from drumdiff.errors import AudioError, DrumdiffError
+from drumdiff.files import file_digest
 
 MAX_DECODE_SECONDS = 120.0  # decode at most this much of each input: room for silence before the onset
 _DEFAULT_MODEL = ModelConfig()
@@ -261,9 +262,5 @@ def _init_worker() -> None:
 
 
 def sha1_file(path: str | os.PathLike) -> str:
-    """Hex SHA-1 of a file, read in chunks (the digest that manifests record for sources and outputs)."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """Hex SHA-1 of a file: the digest that manifests record for sources and outputs."""
+    return file_digest(path, "sha1")

@@ -34,7 +34,7 @@ from drumdiff.evaluation.metrics import (
     summarize_artifacts,
     waveform_similarity,
 )
-from drumdiff.files import file_sha256
+from drumdiff.files import file_digest
 
 REPORT_FORMAT = "drumdiff-evaluation"
 REPORT_VERSION = 1
@@ -134,7 +134,7 @@ def evaluate_folders(
         "drumdiff_version": __version__,
         "classifier": {
             "file": str(classifier_file),
-            "sha256": file_sha256(classifier_file),
+            "sha256": file_digest(classifier_file),
             "class_names": names,
             "val_macro_accuracy": provenance.get("val_macro_accuracy"),
         },
