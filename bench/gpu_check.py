@@ -5,7 +5,7 @@
 1. Proof of the 2 GB target, as a laptop with a 2 GB card would see it: the process is capped with
    `torch.cuda.set_per_process_memory_fraction(2 GiB / total)`, attention is restricted to the math and
    memory-efficient SDPA kernels (no flash / cuDNN attention on a Pascal card), and `drumdiff train` runs
-   (the same `drumdiff.training.train` the CLI calls) with `--preset seed --precision 16-mixed --batch-size 16
+   (the same `drumdiff.training.run.train` the CLI calls) with `--preset seed --precision 16-mixed --batch-size 16
    --memory-budget 2GB --max-steps 50` on synthetic clips. It must choose batch 16 without accumulation,
    finish 50 steps without an out-of-memory error, and keep `max_memory_reserved` at most 1.6 GiB.
 2. `bench.train.cuda_part`: original vs ours, batch 1/4/8/16, checkpointing off/on, fp32/16-mixed/bf16-mixed.
