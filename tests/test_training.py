@@ -434,3 +434,62 @@ def test_export_bad_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     broken.write_bytes(b"not a checkpoint")
     assert main(["export", str(broken), str(out)]) == 2
     assert "broken.ckpt" in _error(capsys) and not out.exists()
+
+
+def test_loss_recipes_weight_shift_and_crop() -> None:
+    """min-snr weights each example by min(alpha^2, gamma sigma^2); a log-SNR shift moves t; crops cut the start."""
+    from drumdiff.diffusion import alpha_sigma, log_snr, t_from_log_snr, v_loss
+    from drumdiff.nn.unet1d import UNet1d
+    from drumdiff.training.step import batch_loss, crop_batch
+    from tests.helpers import tiny_config
+
+    torch.manual_seed(0)
+    net = UNet1d(tiny_config(num_classes=2)).eval()
+    g = torch.Generator().manual_seed(1)
+    audio = torch.randn(3, 2, 4096, generator=g) * 0.3
+    noise = torch.randn(3, 2, 4096, generator=g)
+    t = torch.tensor([0.05, 0.5, 0.95])
+    batch = (audio, torch.tensor([0, 1, 0]), noise, t, torch.tensor([False, True, False]))
+    class_id = torch.tensor([0, 2, 0])  # the dropped example gets the null class
+    with torch.no_grad():
+        plain = v_loss(net, audio, noise, t, class_id=class_id)
+        assert torch.allclose(batch_loss(net, batch, num_classes=2), plain.mean())
+        alpha, sigma = alpha_sigma(t)
+        weights = torch.minimum(alpha**2, 5.0 * sigma**2)
+        assert weights[0] < 5.0 * sigma[0] ** 2 + 1e-6 and torch.isclose(weights[2], alpha[2] ** 2)
+        weighted = batch_loss(net, batch, num_classes=2, loss_weight="min-snr", min_snr_gamma=5.0)
+        assert torch.allclose(weighted, (plain * weights).mean())
+        shifted_t = t_from_log_snr(log_snr(t.double()) - 1.0).float()  # log(alpha/sigma) - 1: noisier
+        assert (shifted_t > t).all()
+        shifted = v_loss(net, audio, noise, shifted_t, class_id=class_id).mean()
+        assert torch.allclose(batch_loss(net, batch, num_classes=2, log_snr_shift=-1.0), shifted, atol=1e-6)
+    cropped = crop_batch(batch, 1024)
+    assert cropped[0].shape == (3, 2, 1024) and torch.equal(cropped[2], noise[..., :1024])
+    with pytest.raises(ValueError, match="min-snr"):
+        batch_loss(net, batch, num_classes=2, loss_weight="snr")
+
+
+def test_recipe_flags_train_and_are_checked(
+    tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    recipe = [
+        "--loss-weight",
+        "min-snr",
+        "--log-snr-shift",
+        "-1",
+        "--crop-length",
+        "1024",
+        "--crop-steps",
+        "1",
+    ]
+    assert _train(data2, run, *recipe, steps=2) == 0
+    saved = _ckpt(run)["train_config"]
+    assert saved["loss_weight"] == "min-snr" and saved["crop_length"] == 1024 and saved["log_snr_shift"] == -1
+    assert _train(data2, tmp_path / "bad1", "--crop-length", "1000", "--crop-steps", "1") == 2
+    assert "multiple of the layout's downsampling" in _error(capsys)
+    assert _train(data2, tmp_path / "bad2", "--crop-length", "1024") == 2
+    assert "--crop-length and --crop-steps go together" in _error(capsys)
+    assert _train(data2, tmp_path / "bad3", "--lr", "nan") == 2
+    assert "--lr must be a positive number" in _error(capsys)
+    assert not (tmp_path / "bad3").exists()  # refused before the run folder is made

@@ -38,6 +38,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="random gain, polarity, stereo swap/width and onset shift per example (default off)",
     )
+    p.add_argument(
+        "--loss-weight",
+        choices=("v", "min-snr"),
+        help="weighting over noise levels: v (plain v-MSE, default) or min-snr (Min-SNR-gamma)",
+    )
+    p.add_argument("--min-snr-gamma", type=float, help="gamma of --loss-weight min-snr (default 5)")
+    p.add_argument(
+        "--log-snr-shift",
+        type=float,
+        help="shift of log(alpha/sigma) of the training noise levels; negative trains at more noise (default 0)",
+    )
+    p.add_argument(
+        "--crop-length",
+        type=int,
+        help="train the first --crop-steps steps on the first N samples of each clip (the attack; default 0: off)",
+    )
+    p.add_argument("--crop-steps", type=int, help="steps trained on --crop-length crops (default 0)")
     p.add_argument("--seed", type=int, help="seed of weights, data order and noise (default 0)")
     p.add_argument(
         "--checkpoint-every",
@@ -93,6 +110,11 @@ OVERRIDE_FLAGS = (
     "grad_checkpointing",
     "lr",
     "augment",
+    "loss_weight",
+    "min_snr_gamma",
+    "log_snr_shift",
+    "crop_length",
+    "crop_steps",
     "seed",
     "checkpoint_every",
     "preview_every",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ VAL_T = (0.1, 0.3, 0.5, 0.7, 0.9)  # fixed t grid of the validation loss
 DEFAULT_CHECKPOINT_SECONDS = 300.0  # "--checkpoint-every 0": about every 5 minutes of work
 DEFAULT_PREVIEW_SECONDS = 900.0  # "--preview-every 0": about every 15 minutes
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
+LOSS_WEIGHTS = ("v", "min-snr")
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,13 @@ class TrainConfig:
     ema_power: float = 0.7
     cfg_dropout: float = 0.1  # probability of the null class, conditional models only
     augment: bool = False  # drumdiff.data.Augment's defaults: gain, polarity, stereo swap/width, onset shift
+    # The loss recipe (see drumdiff.training.step.batch_loss): weighting over noise levels, where training
+    # noise levels sit, and a curriculum of short crops of the attack before full-length clips.
+    loss_weight: str = "v"  # "v": plain v-MSE (the original's); "min-snr": Min-SNR-gamma (Hang et al. 2023)
+    min_snr_gamma: float = 5.0
+    log_snr_shift: float = 0.0  # added to log(alpha/sigma) of each drawn t; < 0 trains at more noise
+    crop_length: int = 0  # samples of each clip (from its start) trained on during the first crop_steps
+    crop_steps: int = 0
     seed: int = 0
     checkpoint_every: int = 0  # steps; 0: about every DEFAULT_CHECKPOINT_SECONDS
     preview_every: int = 0  # steps; 0: about every DEFAULT_PREVIEW_SECONDS; -1: never
@@ -77,6 +86,19 @@ class TrainConfig:
             raise DrumdiffError(f"--precision {self.precision!r}: choose {', '.join(PRECISIONS)}")
         if self.strategy not in ("auto", "ddp"):
             raise DrumdiffError(f"--strategy {self.strategy!r}: choose auto or ddp")
+        if self.loss_weight not in LOSS_WEIGHTS:
+            raise DrumdiffError(f"--loss-weight {self.loss_weight!r}: choose {', '.join(LOSS_WEIGHTS)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise DrumdiffError(f"--lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.min_snr_gamma) and self.min_snr_gamma > 0):
+            raise DrumdiffError(f"--min-snr-gamma must be a positive number, got {self.min_snr_gamma}")
+        if not math.isfinite(self.log_snr_shift):
+            raise DrumdiffError(f"--log-snr-shift must be a finite number, got {self.log_snr_shift}")
+        if self.crop_length < 0 or self.crop_steps < 0 or bool(self.crop_length) != bool(self.crop_steps):
+            raise DrumdiffError(
+                "--crop-length and --crop-steps go together and must be positive "
+                f"(got {self.crop_length} and {self.crop_steps})"
+            )
 
 
 def parse_size(text: str) -> int:

@@ -28,6 +28,7 @@ from drumdiff.training.step import (
     TrainStep,
     Update,
     batch_loss,
+    crop_batch,
     ema_beta,
     frozen_copy,
     make_adamw,
@@ -141,7 +142,18 @@ class DiffusionTrainer(pl.LightningModule):
         cfg, step = self.cfg, self.train_step
         assert step is not None
         num_classes = self.model_config.num_classes if self.model_config.conditional else 0
-        loss = step.loss(lambda: batch_loss(self.net, batch, num_classes=num_classes))
+        if cfg.crop_length and self.step < cfg.crop_steps:
+            batch = crop_batch(batch, cfg.crop_length)
+        loss = step.loss(
+            lambda: batch_loss(
+                self.net,
+                batch,
+                num_classes=num_classes,
+                loss_weight=cfg.loss_weight,
+                min_snr_gamma=cfg.min_snr_gamma,
+                log_snr_shift=cfg.log_snr_shift,
+            )
+        )
         finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss.detach())), all=True)
         if finite:
             step.backward(loss, scale=1.0 / cfg.accumulate)

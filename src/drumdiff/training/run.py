@@ -97,6 +97,12 @@ def plan_run(request: TrainRequest, log: Any) -> RunPlan:
     else:
         plan = _plan_fresh(request, info, overrides)
     plan.cfg.check()
+    crop, length, factor = plan.cfg.crop_length, plan.model_config.length, plan.model_config.downsampling
+    if crop and (crop >= length or crop % factor):
+        raise DrumdiffError(
+            f"--crop-length {crop} must be shorter than the clips ({length}) and a multiple of the "
+            f"layout's downsampling ({factor})"
+        )
     if request.memory_budget and plan.resume_state is None:
         cfg, memory_choice = _choose_by_memory(request, plan.cfg, plan.model_config, info, log)
         plan = dataclasses.replace(plan, cfg=cfg, memory_choice=memory_choice)

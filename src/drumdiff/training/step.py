@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from drumdiff.diffusion import v_loss
+from drumdiff.diffusion import alpha_sigma, log_snr, t_from_log_snr, v_loss
 from drumdiff.files import stable_seed
 from drumdiff.training.config import VAL_SEED, VAL_T, TrainConfig
 
@@ -60,16 +60,42 @@ def make_adamw(net: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     )
 
 
-def batch_loss(net: nn.Module, batch: Sequence[Tensor], *, num_classes: int) -> Tensor:
-    """Mean v-loss of a training batch (audio, class, noise, t, drop) from `TrainItems`.
+def batch_loss(
+    net: nn.Module,
+    batch: Sequence[Tensor],
+    *,
+    num_classes: int,
+    loss_weight: str = "v",
+    min_snr_gamma: float = 5.0,
+    log_snr_shift: float = 0.0,
+) -> Tensor:
+    """Mean (weighted) v-loss of a training batch (audio, class, noise, t, drop) from `TrainItems`.
 
     On a conditional model (`num_classes` > 0) the dropped examples get the null class `num_classes`.
+    `log_snr_shift` moves each drawn t to log(alpha/sigma) + shift (negative: noisier; the shifted schedules
+    of Hoogeboom et al. 2023, "simple diffusion"). `loss_weight="min-snr"` weights each example's v-MSE by
+    min(SNR, gamma) / (SNR + 1) = min(alpha^2, gamma sigma^2), SNR = alpha^2 / sigma^2 (Min-SNR-gamma,
+    Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy", for v-prediction).
     """
     audio, class_index, noise, t, drop = batch  # (B, C, T), (B,), (B, C, T), (B,), (B,)
     class_id = None
     if num_classes > 0:
         class_id = torch.where(drop, torch.full_like(class_index, num_classes), class_index)
-    return v_loss(net, audio, noise, t, class_id=class_id).mean()
+    if log_snr_shift:
+        t = t_from_log_snr(log_snr(t.double()) + log_snr_shift).to(t.dtype)
+    loss = v_loss(net, audio, noise, t, class_id=class_id)  # (B,)
+    if loss_weight == "min-snr":
+        alpha, sigma = alpha_sigma(t.float())
+        loss = loss * torch.minimum(alpha.pow(2), min_snr_gamma * sigma.pow(2))
+    elif loss_weight != "v":
+        raise ValueError(f"loss_weight {loss_weight!r}: choose v or min-snr")
+    return loss.mean()
+
+
+def crop_batch(batch: Sequence[Tensor], length: int) -> tuple[Tensor, ...]:
+    """The batch with audio and noise cut to their first `length` samples (the attack of a one-shot)."""
+    audio, class_index, noise, t, drop = batch
+    return audio[..., :length], class_index, noise[..., :length], t, drop
 
 
 class Update(enum.Enum):
