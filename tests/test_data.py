@@ -452,8 +452,9 @@ def test_prepared_dataset_cache_and_labels(prepared):
     assert data.PreparedDataset(prepared, split="train", progress=False).cache_path == cache  # reused
     all_items = data.PreparedDataset(prepared, split="all", progress=False)
     assert len(all_items) == len(manifest["items"])
+    assert len(data.PreparedDataset(prepared, split="test", progress=False)) == 0  # no --test-source here
     with pytest.raises(DrumdiffError, match="split"):
-        data.PreparedDataset(prepared, split="test", progress=False)
+        data.PreparedDataset(prepared, split="tests", progress=False)
     with pytest.raises(DrumdiffError, match="manifest.json"):
         data.PreparedDataset(prepared.parent, progress=False)
 

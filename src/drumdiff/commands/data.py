@@ -11,7 +11,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `data` with its sub-commands `prepare` and `inspect`."""
     parser = subparsers.add_parser(
         "data",
-        help="import sample folders / Hydrogen kits into a training dataset, and inspect it",
+        help="import sample folders, Hydrogen, SoundFont and SFZ kits into a training dataset, and inspect it",
         description="Build and look at prepared datasets (see docs/data.md).",
     )
     commands = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
@@ -30,14 +30,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     prepare.add_argument(
         "--classes",
-        choices=("none", "folders", "hydrogen"),
+        choices=("none", "folders", "hydrogen", "kits"),
         default="none",
-        help="none: one class; folders: first folder level under SRC; hydrogen: drumkit.xml instrument names",
+        help="none: one class; folders: first folder level under SRC; hydrogen: drumkit.xml instrument names; "
+        "kits: Hydrogen, SoundFont (.sf2/.sf3) and SFZ kits by their names and GM notes, other files by name",
     )
     prepare.add_argument(
         "--mapping",
         metavar="FILE.json",
-        help='with --classes hydrogen: {"class": ["name part", ...]} (first match wins, "*" matches all)',
+        help='with --classes hydrogen/kits: {"class": ["name part", ...]} (first match wins, "*" matches all)',
+    )
+    prepare.add_argument(
+        "--soundfont-presets",
+        default="128:*",
+        metavar="BANK:PROGRAM,...",
+        help='with --classes kits: SoundFont presets to read, e.g. "0:0,128:*" or "*" (default: bank 128)',
+    )
+    prepare.add_argument(
+        "--test-source",
+        action="append",
+        default=[],
+        metavar="SRC",
+        help="another source whose every item gets split test (a held-out source; repeatable)",
+    )
+    prepare.add_argument(
+        "--license",
+        action="append",
+        default=[],
+        metavar="PATH=TEXT",
+        help="licence of every input under PATH, for the manifest's provenance (repeatable; longest PATH wins)",
+    )
+    prepare.add_argument(
+        "--near-duplicates",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="leave out clips nearly the same as a clip kept in another split",
     )
     prepare.add_argument(
         "--normalize", choices=("peak", "lufs", "none"), default="peak", help="loudness normalization"
@@ -77,13 +104,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from drumdiff.data import PrepareSettings, load_mapping, prepare
+    from drumdiff.data import PrepareSettings, load_mapping, parse_presets, prepare
     from drumdiff.errors import DrumdiffError
 
     if args.workers < 1:
         raise DrumdiffError(f"--workers must be at least 1, got {args.workers}")
-    if args.mapping and args.classes != "hydrogen":
-        raise DrumdiffError("--mapping only applies with --classes hydrogen")
+    if args.mapping and args.classes not in ("hydrogen", "kits"):
+        raise DrumdiffError("--mapping only applies with --classes hydrogen or kits")
+    licenses = []
+    for entry in args.license:
+        path, sep, text = entry.partition("=")
+        if not sep or not path or not text.strip():
+            raise DrumdiffError(f"--license takes PATH=TEXT, got {entry!r}")
+        licenses.append((path, text.strip()))
     defaults = PrepareSettings()
     settings = PrepareSettings(
         sample_rate=defaults.sample_rate if args.sample_rate is None else args.sample_rate,
@@ -100,6 +133,10 @@ def _prepare(args: argparse.Namespace) -> int:
         settings=settings,
         workers=args.workers,
         progress=args.progress,
+        soundfont_presets=parse_presets(args.soundfont_presets),
+        test_sources=args.test_source,
+        licenses=licenses,
+        near_duplicates=args.near_duplicates,
     )
     print(report.summary())
     return 0

@@ -24,7 +24,9 @@ from tqdm.auto import tqdm
 
 from drumdiff import audio as audio_io
 from drumdiff.config import ModelConfig
+from drumdiff.data.duplicates import fingerprint
 from drumdiff.data.manifest import REJECT_REASONS
+from drumdiff.data.regions import Region, RegionError, read_region
 from drumdiff.errors import AudioError, DrumdiffError
 from drumdiff.files import file_digest
 
@@ -61,10 +63,11 @@ class PrepareSettings:
 class Job:
     """One input to decode, condition and encode (picklable: it crosses into worker processes)."""
 
-    path: str  # the source file
+    path: str  # the source file (for a clip inside a kit file: that file)
     staged: str  # where its FLAC goes
     display: str  # the source's name in messages
     settings: PrepareSettings
+    region: Region | None = None  # a clip cut out of `path` (SoundFont zone, SFZ region)
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,8 @@ class Encoded:
     lufs: float
     sha1: str  # of the staged FLAC
     size: int  # bytes of the staged FLAC
-    source_sha1: str
+    source_sha1: str  # of the source file; of a region's bytes and the region itself for a kit clip
+    fingerprint: str  # `duplicates.fingerprint`: near-duplicates have close ones
     source_size: int | None = None
     source_mtime_ns: int | None = None
 
@@ -172,12 +176,21 @@ def process_file(job: Job) -> Encoded | Rejected:
         source_stat = {"source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
     except OSError:
         source_stat = {}
+    kit_done: dict[str, Any] = {}
     try:
-        decoded = audio_io.decode(job.path, max_seconds=MAX_DECODE_SECONDS)
+        if job.region is None:
+            decoded = audio_io.decode(job.path, max_seconds=MAX_DECODE_SECONDS)
+            source_rate, source_sha1 = decoded.sample_rate, None
+        else:
+            decoded, kit_done, source_sha1, source_rate = read_region(
+                job.region, max_seconds=MAX_DECODE_SECONDS
+            )
     except audio_io.AudioDecodeError as error:
         return Rejected(error.reason, str(error), **source_stat)
+    except RegionError as error:
+        return Rejected(error.reason, f"{job.display}: {error}", **source_stat)
     original = {
-        "sample_rate": decoded.sample_rate,
+        "sample_rate": source_rate,
         "channels": decoded.channels,
         "duration_s": round(
             decoded.frames_expected / decoded.sample_rate if decoded.limited else decoded.duration, 6
@@ -187,6 +200,7 @@ def process_file(job: Job) -> Encoded | Rejected:
     }
     settings = job.settings
     clip, done, reason = condition(decoded, settings)
+    done = {**kit_done, **done}
     if clip is None:
         return Rejected(reason, f"{job.display}: {REJECT_REASONS[reason]}", **source_stat)
     try:
@@ -202,7 +216,8 @@ def process_file(job: Job) -> Encoded | Rejected:
         lufs=round(audio_io.loudness_lufs(clip, settings.sample_rate), 3),
         sha1=sha1,
         size=size,
-        source_sha1=sha1_file(job.path),
+        source_sha1=source_sha1 or sha1_file(job.path),
+        fingerprint=fingerprint(clip, settings.sample_rate),
         **source_stat,
     )
 

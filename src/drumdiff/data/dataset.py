@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from drumdiff import audio as audio_io
-from drumdiff.data.manifest import MANIFEST, load_manifest
+from drumdiff.data.manifest import MANIFEST, SPLITS, load_manifest
 from drumdiff.errors import DrumdiffError
 from drumdiff.files import atomic_path, check_writable, stable_seed
 
@@ -119,8 +119,8 @@ def build_cache(
 
 
 def _split_items(manifest: dict[str, Any], split: str) -> list[dict[str, Any]]:
-    if split not in ("train", "val", "all"):
-        raise DrumdiffError(f"split must be train, val or all, got {split!r}")
+    if split not in (*SPLITS, "all"):
+        raise DrumdiffError(f"split must be {', '.join(SPLITS)} or all, got {split!r}")
     return [it for it in manifest["items"] if split == "all" or it["split"] == split]
 
 

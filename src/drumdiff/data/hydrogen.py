@@ -1,7 +1,7 @@
 """Hydrogen drum kits: the sample files a `drumkit.xml` lists, with each one's instrument, kit and licence.
 
 A kit reader only lists files and names them; `sources.find_sources` turns instrument names into classes.
-Readers of other kit formats (SoundFont, SFZ) belong beside this one.
+The readers of other kit formats (`soundfont.py`, `sfz.py`) sit beside this one.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
+from drumdiff.data.regions import licence_notes
 from drumdiff.errors import DrumdiffError
 
 
@@ -35,12 +36,8 @@ def read_hydrogen_kit(xml_path: str | os.PathLike) -> list[KitSample]:
     kit = _child_text(root, "name") or xml_path.parent.name
     author, license_ = _child_text(root, "author"), _child_text(root, "license")
     if not license_:  # older kits: the licence may be in a text file beside drumkit.xml
-        notes = sorted(
-            p.name
-            for p in xml_path.parent.iterdir()
-            if p.is_file() and p.name.upper().startswith(("LICENSE", "LICENCE", "COPYING", "README"))
-        )
-        license_ = f"not stated in drumkit.xml; see {', '.join(notes)}" if notes else ""
+        notes = licence_notes(xml_path.parent)
+        license_ = f"not stated in drumkit.xml; {notes}" if notes else ""
     samples: list[KitSample] = []
     for instrument in root.iter():
         if _local(instrument.tag) != "instrument":

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from drumdiff import audio as audio_io
-from drumdiff.data.manifest import REJECTED, load_manifest, read_previous
+from drumdiff.data.manifest import REJECTED, SPLITS, load_manifest, read_previous
 from drumdiff.errors import DrumdiffError
 from drumdiff.plots import save_clip_grid_png
 
@@ -42,7 +42,7 @@ def class_split_stats(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (class, split) with items: count, original duration, cropped count, loudness spread."""
     rows = []
     for class_name in manifest["classes"]:
-        for split in ("train", "val"):
+        for split in SPLITS:
             chosen = [it for it in manifest["items"] if it["class"] == class_name and it["split"] == split]
             if not chosen:
                 continue

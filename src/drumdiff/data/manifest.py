@@ -21,11 +21,14 @@ MANIFEST = "manifest.json"
 REJECTED = "rejected.json"
 VAL_FRACTION = 0.1
 
-Split = Literal["train", "val"]
+Split = Literal["train", "val", "test"]
+# "test": every input of a `--test-source` (a whole source held out, for a cross-source test); training reads
+# only "train", validation only "val".
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
 
 # Every reason that can appear in rejected.json, with what it means (docs/data.md repeats this list).
 REJECT_REASONS: dict[str, str] = {
-    "missing": "the file vanished or is a broken symbolic link",
+    "missing": "the file vanished or is a broken link, or a kit (Hydrogen, SFZ) lists a file that is not there",
     "not a file": "not a regular file (a device, a socket, ...)",
     "unreadable": "the file cannot be opened (permissions, I/O error)",
     "empty": "0 bytes, or a header with no audio frames",
@@ -34,9 +37,13 @@ REJECT_REASONS: dict[str, str] = {
     "silent": "peak below -60 dBFS after DC removal",
     "too short": "fewer than 256 samples from the first to the last sample above -60 dBFS",
     "duplicate": "the same decoded, fitted audio as an accepted file (`duplicate_of` names it)",
+    "near duplicate": "nearly the same audio as an accepted file of another split (`duplicate_of` names it)",
     "not in a class folder": "--classes folders: the file sits directly in SRC, not in a class folder",
-    "not in a Hydrogen kit": "--classes hydrogen: no drumkit.xml lists the file",
-    "no class": "--classes hydrogen: the instrument name matches no class of the mapping",
+    "not in a Hydrogen kit": "--classes hydrogen/kits: no drumkit.xml lists the file (in a kit's folder)",
+    "no class": "--classes hydrogen/kits: the instrument, note or file name matches no class of the mapping",
+    "bad kit file": "a SoundFont or SFZ file that cannot be read (truncated or lying RIFF, #include loop, ...)",
+    "bad region": "a SoundFont zone or SFZ region that points outside its sample data, or at no sample",
+    "not a drum preset": "a SoundFont preset outside bank 128 (or outside --soundfont-presets)",
     "failed": "an unexpected error while decoding or conditioning (the detail says which); retried next run",
 }
 

@@ -20,16 +20,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drumdiff import audio as audio_io
 from drumdiff.data.conditioning import Encoded, Job, PrepareSettings, process_files, sha1_file
+from drumdiff.data.duplicates import fingerprint, near_duplicate_rejections
 from drumdiff.data.manifest import (
     MANIFEST,
     MANIFEST_FORMAT,
     MANIFEST_VERSION,
     REJECT_REASONS,
     REJECTED,
+    SPLITS,
     read_previous,
     split_for_group,
 )
+from drumdiff.data.regions import region_sha1
+from drumdiff.data.soundfont import DEFAULT_PRESETS, PresetSpec
 from drumdiff.data.sources import SINGLE_CLASS, ClassMode, Source, count_ignored, find_sources
 from drumdiff.errors import DrumdiffError
 from drumdiff.files import check_writable, write_json
@@ -37,7 +42,7 @@ from drumdiff.files import check_writable, write_json
 STAGING = ".staging"  # encoded files wait here until duplicates are known; emptied at every start
 MARKER = ".drumdiff-prepare"  # written first, so that a re-run into an interrupted DIR is allowed
 # Reasons that depend only on the file's bytes and the settings: cached between runs by size and mtime.
-_CONTENT_REASONS = {"empty", "not audio", "non-finite samples", "silent", "too short"}
+_CONTENT_REASONS = {"empty", "not audio", "non-finite samples", "silent", "too short", "bad region"}
 
 
 @dataclass
@@ -52,6 +57,7 @@ class PrepareReport:
     per_class_split: dict[str, dict[str, int]] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
     ignored_non_audio: int = 0
+    unread_kits: int = 0  # SoundFont / SFZ files among the ignored ones (read with --classes kits)
     seconds: float = 0.0
     inputs: int = 0
 
@@ -66,7 +72,9 @@ class PrepareReport:
             f"prepared {self.out}: {self.accepted} accepted ({self.encoded} encoded, {self.reused} reused; "
             f"{self.decoded} inputs decoded)"
         ]
-        splits = ("train", "val")
+        splits = [
+            s for s in SPLITS if s != "test" or any(c.get("test") for c in self.per_class_split.values())
+        ]
         lines.append(f"  {'class':<14}" + "".join(f"{s:>8}" for s in splits))
         for name, counts in sorted(self.per_class_split.items()):
             lines.append(f"  {name:<14}" + "".join(f"{counts.get(s, 0):>8}" for s in splits))
@@ -75,7 +83,12 @@ class PrepareReport:
         for reason, count in sorted(self.rejected.items(), key=lambda kv: (-kv[1], kv[0])):
             lines.append(f"    {reason:<24}{count:>6}")
         if self.ignored_non_audio:
-            lines.append(f"  ignored {self.ignored_non_audio} files without an audio extension")
+            kits = (
+                f" ({self.unread_kits} SoundFont/SFZ kits: read them with --classes kits)"
+                if self.unread_kits
+                else ""
+            )
+            lines.append(f"  ignored {self.ignored_non_audio} files without an audio extension{kits}")
         lines.append(
             f"  {self.inputs} inputs, {self.decoded} decoded, in {self.seconds:.1f} s "
             f"({self.files_per_second:.1f} decoded files/s)"
@@ -102,8 +115,13 @@ def prepare(
     settings: PrepareSettings | None = None,
     workers: int = 1,
     progress: bool = True,
+    soundfont_presets: PresetSpec = DEFAULT_PRESETS,
+    test_sources: Sequence[str | os.PathLike] = (),
+    licenses: Sequence[tuple[str | os.PathLike, str]] = (),
+    near_duplicates: bool = True,
 ) -> PrepareReport:
-    """Import audio files under `sources` into the prepared dataset folder `out` (see docs/data.md).
+    """Import audio files under `sources` (and `test_sources`, whose items get split "test") into the
+    prepared dataset folder `out` (see docs/data.md). `licenses`: (path, licence text) pairs.
 
     Raises `DrumdiffError` when a source is missing, `out` cannot be written, or no file was accepted
     (after writing `rejected.json`, so the user can see why; an earlier dataset in `out` is then kept).
@@ -113,37 +131,56 @@ def prepare(
     out = Path(out)
     if not sources:
         raise DrumdiffError("no source folder given")
-    for src in sources:
+    everything = [*sources, *test_sources]
+    for src in everything:
         if not Path(src).exists():
             raise DrumdiffError(f"source {src} does not exist")
     _prepare_out(out)
-    found = find_sources(sources, classes=classes, mapping=mapping, skip=out)
+    found = find_sources(
+        sources, classes=classes, mapping=mapping, skip=out, soundfont_presets=soundfont_presets,
+        test_sources=test_sources, licenses=licenses,
+    )  # fmt: skip
     settings_dict = asdict(settings)
-    report = PrepareReport(out=out, inputs=len(found), ignored_non_audio=count_ignored(sources, skip=out))
+    report = PrepareReport(out=out, inputs=len(found))
+    report.ignored_non_audio, report.unread_kits = count_ignored(everything, skip=out, classes=classes)
 
-    rejected, candidates, to_decode = _plan(found, out, settings_dict)
-    report.decoded += len(to_decode)
-    accepted, failed = _decode_all(to_decode, out, settings, workers=workers, progress=progress)
-    candidates += accepted
-    rejected += failed
-    kept, duplicates = _remove_duplicates(candidates)
-    while pending := [c for c in kept if c.pending is not None]:
-        # Cached duplicates whose original is gone (or rejected now): decode them after all.
-        candidates = [c for c in candidates if c not in pending]
-        report.decoded += len(pending)
-        accepted, failed = _decode_all(
-            [c.pending for c in pending], out, settings, workers=workers, progress=progress
-        )
-        candidates += accepted
-        rejected += failed
+    rejected, candidates, to_decode, near_cached = _plan(found, out, settings_dict)
+    if not near_duplicates:
+        to_decode += [source for source, _ in near_cached]
+        near_cached = []
+    near: list[dict[str, Any]] = []
+    while True:
+        if to_decode:
+            report.decoded += len(to_decode)
+            accepted, failed = _decode_all(to_decode, out, settings, workers=workers, progress=progress)
+            candidates += accepted
+            rejected += failed
         kept, duplicates = _remove_duplicates(candidates)
-    rejected = sorted(rejected + duplicates, key=lambda r: r["path"])
+        # Cached duplicates whose original is gone (or rejected now): decode them after all.
+        to_decode = [c.pending for c in kept if c.pending is not None]
+        if not to_decode and near_duplicates:
+            kept, near = _remove_near_duplicates(kept, out, sample_rate=settings.sample_rate)
+            # Cached near-duplicates whose kept twin is gone or no longer in another split: decode them.
+            to_decode = [s for s, record in near_cached if not _still_near(s, record, kept)]
+            near_cached = [(s, r) for s, r in near_cached if s not in to_decode]
+        if not to_decode:
+            break
+        candidates = [c for c in candidates if c.pending is None or c.pending not in to_decode]
+    rejected += [{**record, "path": source.display} for source, record in near_cached]
+    rejected = sorted(rejected + duplicates + near, key=lambda r: r["path"])
     rejected_doc = {"settings": settings_dict, "reasons": REJECT_REASONS, "rejected": rejected}
     report.rejected = dict(Counter(r["reason"] for r in rejected))
     if not kept:  # leave an earlier dataset in `out` as it was: only say why nothing was accepted
         _write_json(out / REJECTED, rejected_doc)
         shutil.rmtree(out / STAGING, ignore_errors=True)
-        raise DrumdiffError(f"no file was accepted from {', '.join(map(str, sources))}; see {out / REJECTED}")
+        hint = (
+            f" ({report.unread_kits} SoundFont/SFZ files: read with --classes kits)"
+            if report.unread_kits
+            else ""
+        )
+        raise DrumdiffError(
+            f"no file was accepted from {', '.join(map(str, everything))}; see {out / REJECTED}{hint}"
+        )
 
     report.encoded, report.reused = _place(kept, out)
     items = sorted((c.item for c in kept), key=lambda it: it["path"])
@@ -164,7 +201,7 @@ def prepare(
 
     report.accepted = len(items)
     for item in items:
-        counts = report.per_class_split.setdefault(item["class"], {"train": 0, "val": 0})
+        counts = report.per_class_split.setdefault(item["class"], dict.fromkeys(SPLITS, 0))
         counts[item["split"]] += 1
     report.seconds = time.perf_counter() - started
     return report
@@ -193,8 +230,9 @@ def _prepare_out(out: Path) -> None:
 
 def _plan(
     found: list[Source], out: Path, settings_dict: dict[str, Any]
-) -> tuple[list[dict[str, Any]], list[Candidate], list[Source]]:
-    """(rejections known without decoding, candidates kept from the previous run, sources to decode).
+) -> tuple[list[dict[str, Any]], list[Candidate], list[Source], list[tuple[Source, dict[str, Any]]]]:
+    """(rejections known without decoding, candidates kept from the previous run, sources to decode, cached
+    near-duplicates with their rejection: they stand while the clip they nearly duplicate stays).
 
     The previous run's outputs and rejections count only when the settings are the same and the source's
     size and modification time (or, for outputs, content) are unchanged; see `_reuse`.
@@ -214,6 +252,7 @@ def _plan(
     rejected: list[dict[str, Any]] = []
     candidates: list[Candidate] = []
     to_decode: list[Source] = []
+    near_cached: list[tuple[Source, dict[str, Any]]] = []
     for source in found:
         if source.reject:
             detail = f"{source.display}: {source.detail or REJECT_REASONS[source.reject]}"
@@ -224,7 +263,10 @@ def _plan(
             candidates.append(Candidate(_manifest_item(source, reused), previous_path=reused["path"]))
             continue
         cached = prev_rejected.get(source.path)
-        if cached and _same_stat(source.path, cached):
+        if cached and _unchanged(source, cached):
+            if cached.get("reason") == "near duplicate" and cached.get("duplicate_of"):
+                near_cached.append((source, cached))
+                continue
             if cached.get("reason") in _CONTENT_REASONS:
                 rejected.append({**cached, "path": source.display})
                 continue
@@ -234,12 +276,13 @@ def _plan(
                     "source": source.display,
                     "source_path": source.path,
                     "audio_sha1": cached["audio_sha1"],
+                    **({"region": cached["region"]} if "region" in cached else {}),
                 }
                 stat = {k: cached.get(k) for k in ("source_size", "source_mtime_ns")}
                 candidates.append(Candidate({**known, **stat}, pending=source))
                 continue
         to_decode.append(source)
-    return rejected, candidates, to_decode
+    return rejected, candidates, to_decode, near_cached
 
 
 def _reuse(source: Source, previous: dict[str, Any] | None, out: Path) -> dict[str, Any] | None:
@@ -247,19 +290,28 @@ def _reuse(source: Source, previous: dict[str, Any] | None, out: Path) -> dict[s
     if previous is None or not source.class_name:
         return None
     output = out / previous.get("path", "")
+    if previous.get("region") != (source.region.record() if source.region else None):
+        return None  # the kit plays it differently now (an SFZ edited: tune, offset, volume)
     try:
         if not output.is_file() or output.stat().st_size != previous.get("size"):
             return None
-        if not _same_stat(source.path, previous):
-            if sha1_file(source.path) != previous.get("source_sha1"):
+        if not _same_stat(source.file, previous):
+            digest = region_sha1(source.region) if source.region else sha1_file(source.file)
+            if digest != previous.get("source_sha1"):
                 return None  # changed content
-            stat = os.stat(source.path)  # touched only: keep, remember the new time
+            stat = os.stat(source.file)  # touched only: keep, remember the new time
             previous = {**previous, "source_mtime_ns": stat.st_mtime_ns}
         if sha1_file(output) != previous.get("sha1"):
             return None  # an output that was damaged or replaced since: never trusted
     except OSError:
         return None
     return previous
+
+
+def _unchanged(source: Source, record: dict[str, Any]) -> bool:
+    """Whether a rejection recorded for `source` still describes it: same file stat, same kit region."""
+    region = source.region.record() if source.region else None
+    return _same_stat(source.file, record) and record.get("region") == region
 
 
 def _same_stat(path: str, record: dict[str, Any]) -> bool:
@@ -274,7 +326,7 @@ def _decode_all(
     sources: list[Source], out: Path, settings: PrepareSettings, *, workers: int, progress: bool
 ) -> tuple[list[Candidate], list[dict[str, Any]]]:
     """Decode, condition and stage `sources` under `out/.staging`: (candidates, rejections)."""
-    jobs = [Job(s.path, str(out / STAGING / output_name(s)), s.display, settings) for s in sources]
+    jobs = [Job(s.file, str(out / STAGING / output_name(s)), s.display, settings, s.region) for s in sources]
     candidates: list[Candidate] = []
     rejected: list[dict[str, Any]] = []
     for source, job, result in zip(
@@ -297,12 +349,13 @@ def _manifest_item(source: Source, facts: Mapping[str, Any]) -> dict[str, Any]:
         "path": f"{class_name}/{output_name(source)}",
         "class": class_name,
         "group": source.group,
-        "split": split_for_group(source.group),
+        "split": source.split or split_for_group(source.group),
         "source": source.display,
         "source_path": source.path,
         "source_size": facts.get("source_size"),
         "source_mtime_ns": facts.get("source_mtime_ns"),
         "source_sha1": facts.get("source_sha1"),
+        **({"region": source.region.record()} if source.region else {}),
         "original": facts.get("original"),
         "processing": facts.get("processing"),
         "peak_db": facts.get("peak_db"),
@@ -310,6 +363,7 @@ def _manifest_item(source: Source, facts: Mapping[str, Any]) -> dict[str, Any]:
         "audio_sha1": facts["audio_sha1"],
         "sha1": facts.get("sha1"),
         "size": facts.get("size"),
+        "fingerprint": facts.get("fingerprint"),
     }
     if source.provenance:
         item["provenance"] = source.provenance
@@ -351,14 +405,41 @@ def _remove_duplicates(candidates: list[Candidate]) -> tuple[list[Candidate], li
                     "audio_sha1": item["audio_sha1"],
                     "source_size": item.get("source_size"),
                     "source_mtime_ns": item.get("source_mtime_ns"),
+                    **({"region": item["region"]} if "region" in item else {}),
                 }
             )
     return list(kept.values()), duplicates
 
 
+def _remove_near_duplicates(
+    kept: list[Candidate], out: Path, *, sample_rate: int
+) -> tuple[list[Candidate], list[dict[str, Any]]]:
+    """(kept, rejections): a candidate that nearly duplicates one before it (by source path) in another
+    split is left out (`duplicates.near_duplicates`), so that no recording straddles train, val and test."""
+    ordered = sorted(kept, key=lambda c: c.item["source"])
+
+    def load(i: int) -> Any:
+        candidate = ordered[i]
+        return audio_io.read(candidate.staged or out / (candidate.previous_path or candidate.item["path"]))[0]
+
+    for i, candidate in enumerate(ordered):
+        if not candidate.item.get("fingerprint"):  # kept from a manifest written before fingerprints
+            candidate.item["fingerprint"] = fingerprint(load(i), sample_rate)
+    dropped = near_duplicate_rejections([c.item for c in ordered], load, sample_rate=sample_rate)
+    return [c for i, c in enumerate(ordered) if i not in dropped], list(dropped.values())
+
+
+def _still_near(source: Source, record: dict[str, Any], kept: list[Candidate]) -> bool:
+    """Whether a cached near-duplicate still stands: the clip it nearly duplicates is kept, in another split."""
+    split = source.split or split_for_group(source.group)
+    return any(c.item["source"] == record["duplicate_of"] and c.item["split"] != split for c in kept)
+
+
 def _rejection(source: Source, reason: str, detail: str, **extra: Any) -> dict[str, Any]:
     """A rejected.json record."""
-    return {"path": source.display, "source_path": source.path, "reason": reason, "detail": detail, **extra}
+    region = {"region": source.region.record()} if source.region else {}
+    return {"path": source.display, "source_path": source.path, "reason": reason, "detail": detail, **region,
+            **extra}  # fmt: skip
 
 
 def _place(kept: list[Candidate], out: Path) -> tuple[int, int]:

@@ -1,8 +1,11 @@
-"""Finding the inputs: every audio file under the SRC folders, with its class, group and provenance.
+"""Finding the inputs: every audio file (or clip inside a kit file) under the SRC folders, with its class,
+group, split and provenance.
 
-A file's class comes from the class mode: one class (`none`), the first folder level under SRC (`folders`), or
-the instrument that a Hydrogen kit lists it under, matched against a name table (`hydrogen`). A file that
-cannot get a class carries the reason (`Source.reject`) instead, before anything is decoded.
+A file's class comes from the class mode: one class (`none`), the first folder level under SRC (`folders`),
+the instrument that a Hydrogen kit lists it under, matched against a name table (`hydrogen`), or, with
+`kits`, that and every SoundFont and SFZ kit's notes (their names, else the General MIDI name of the note,
+through the same table), and the file name of any other one-shot. An input that cannot get a class carries
+the reason (`Source.reject`) instead, before anything is decoded.
 """
 
 from __future__ import annotations
@@ -10,17 +13,23 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from drumdiff import audio as audio_io
 from drumdiff.data.hydrogen import KitSample, read_hydrogen_kit
+from drumdiff.data.manifest import Split
+from drumdiff.data.regions import KitFileError, KitRegion, Region, gm_name
+from drumdiff.data.sfz import read_sfz
+from drumdiff.data.soundfont import DEFAULT_PRESETS, PresetSpec, read_soundfont
 from drumdiff.errors import DrumdiffError
 
-ClassMode = Literal["none", "folders", "hydrogen"]
+ClassMode = Literal["none", "folders", "hydrogen", "kits"]
+CLASS_MODES = ("none", "folders", "hydrogen", "kits")
 SINGLE_CLASS = "drums"  # the one class of --classes none
+KIT_SUFFIXES = (".sf2", ".sf3", ".sfz")  # kit files read with --classes kits (beside Hydrogen's drumkit.xml)
 
 # --classes hydrogen: instrument name (lower case) containing any of these -> class; first match wins; "*" = any.
 # No catch-all: a name that says nothing about the sound ("Sample: beats_01-10.flac", "f#4 -", "17", "FX") is
@@ -34,7 +43,7 @@ DEFAULT_HYDROGEN_MAPPING: dict[str, list[str]] = {
         "tom", "drum", "conga", "bongo", "djembe", "dununba", "kenkeni", "sangban", "cajon", "timbale",
         "cymbal", "crash", "ride", "splash", "china", "bell", "triangle",
         "stick", "rim", "click", "clave", "block", "snap", "shaker", "maraca", "cabasa", "tambourine",
-        "agogo", "guiro", "whistle", "glass", "perc",
+        "agogo", "guiro", "whistle", "glass", "perc", "vibraslap", "cuica", "castanet", "surdo",
     ],
 }  # fmt: skip
 
@@ -79,8 +88,15 @@ class Source:
     group: str
     class_name: str | None = None
     reject: str | None = None
-    provenance: dict[str, str] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
     detail: str = ""  # more about `reject`, when there is more to say
+    region: Region | None = None  # a clip inside a kit file (SoundFont, SFZ); `path` is "<file>#<member>"
+    split: Split | None = None  # "test" for inputs of a test source; None: `split_for_group(group)`
+
+    @property
+    def file(self) -> str:
+        """The file that is read (and whose size and time tell whether it changed)."""
+        return self.region.file if self.region is not None else self.path
 
 
 def find_sources(
@@ -89,26 +105,36 @@ def find_sources(
     classes: ClassMode = "none",
     mapping: dict[str, list[str]] | None = None,
     skip: str | os.PathLike | None = None,
+    soundfont_presets: PresetSpec = DEFAULT_PRESETS,
+    test_sources: Sequence[str | os.PathLike] = (),
+    licenses: Sequence[tuple[str | os.PathLike, str]] = (),
 ) -> list[Source]:
-    """Every audio file under `sources` with its class, group and provenance (or a reason to leave it out)."""
-    if classes not in ("none", "folders", "hydrogen"):
-        raise DrumdiffError(f"--classes must be none, folders or hydrogen, got {classes!r}")
+    """Every input under `sources` and `test_sources` with its class, group and provenance (or a reason to
+    leave it out). Inputs of `test_sources` get split "test"; `licenses` are (path, text) pairs: the text
+    of the longest path that holds an input is its provenance's licence."""
+    if classes not in CLASS_MODES:
+        raise DrumdiffError(f"--classes must be one of {', '.join(CLASS_MODES)}, got {classes!r}")
     mapping = mapping or DEFAULT_HYDROGEN_MAPPING
     skip_real = Path(os.path.realpath(skip)) if skip is not None else None
-    for src in sources:
+    everything = [*sources, *test_sources]
+    for src in everything:
         if not Path(src).exists():
             raise DrumdiffError(f"source {src} does not exist")
-    tops = [Path(os.path.abspath(src)) for src in sources]
+    tops = [Path(os.path.abspath(src)) for src in everything]
+    held_out = {Path(os.path.abspath(src)) for src in test_sources}
     bases = _display_bases([top.parent if top.is_file() else top for top in tops])
+    licence_for = _licence_table(licenses)
     found: dict[str, Source] = {}
     for top in tops:
+        split: Split | None = "test" if top in held_out else None
         files = [top] if top.is_file() else list(_walk(top, skip=skip_real))
         if top.is_file():  # a single file: as if its folder were SRC
             top = top.parent
         base = bases[top]
         kit_files: dict[str, KitSample] = {}
         broken_kits: dict[str, str] = {}  # folder -> why its drumkit.xml could not be read
-        if classes == "hydrogen":
+        listed: set[str] = set()  # sample files that an SFZ kit reads
+        if classes in ("hydrogen", "kits"):
             for xml in (f for f in files if f.name == "drumkit.xml"):
                 try:
                     samples = read_hydrogen_kit(xml)
@@ -117,44 +143,75 @@ def find_sources(
                     continue
                 for sample in samples:
                     kit_files.setdefault(os.path.abspath(sample.path), sample)
+        hydrogen_folders = {str(f.parent) for f in files if f.name == "drumkit.xml"}
+        if classes == "kits":
+            read: list[tuple[Path, list[Source]]] = []
+            included: set[str] = set()  # SFZ files that another one #includes: parts, not kits
+            for kit_file in (f for f in files if f.name.lower().endswith(KIT_SUFFIXES)):
+                display = Path(os.path.relpath(kit_file, base)).as_posix()
+                includes: set[str] = set()
+                kit = _kit_file_sources(kit_file, display, mapping, soundfont_presets, licence_for, includes)
+                read.append((kit_file, kit))
+                if not (len(kit) == 1 and kit[0].reject == "bad kit file"):
+                    included |= includes
+            for kit_file, kit in read:
+                if os.path.realpath(kit_file) in included:
+                    continue
+                for source in kit:
+                    if source.region is not None and source.region.kind == "file":
+                        listed.add(source.region.file)
+                    found.setdefault(source.path, _with_split(source, split))
         for file in files:
             key = os.path.abspath(file)
-            if key in found or not (_is_audio_name(file.name) or key in kit_files):
+            if key in found or key in listed or not (_is_audio_name(file.name) or key in kit_files):
                 continue
             display = Path(os.path.relpath(key, base)).as_posix()
             rel_parent = Path(os.path.relpath(file.parent, top)).as_posix()
             group = Path(os.path.relpath(file.parent, base)).as_posix()  # the folder, as `display` names it
+            licence = licence_for(key)
+            provenance = {"license": licence} if licence else {}
             if classes == "none":
-                found[key] = Source(key, display, group, SINGLE_CLASS)
+                source = Source(key, display, group, SINGLE_CLASS, provenance=provenance)
             elif classes == "folders":
                 if rel_parent == ".":
-                    found[key] = Source(key, display, group, reject="not in a class folder")
+                    source = Source(key, display, group, reject="not in a class folder")
                 else:
-                    found[key] = Source(key, display, group, rel_parent.split("/")[0])
+                    source = Source(key, display, group, rel_parent.split("/")[0], provenance=provenance)
             elif key in kit_files:
-                found[key] = _kit_source(kit_files.pop(key), key, display, mapping)
-            else:
+                source = _kit_source(kit_files.pop(key), key, display, mapping, licence)
+            elif classes == "hydrogen" or str(file.parent) in hydrogen_folders:
                 why = next((e for d, e in broken_kits.items() if key.startswith(d + os.sep)), "")
-                found[key] = Source(key, display, group, reject="not in a Hydrogen kit", detail=why)
+                source = Source(key, display, group, reject="not in a Hydrogen kit", detail=why)
+            else:  # --classes kits: a one-shot outside any kit is named by its file
+                source = _named_source(key, display, group, mapping, provenance)
+            found[key] = _with_split(source, split)
         for key, sample in kit_files.items():  # listed by a kit, not found under SRC: elsewhere, or missing
             display = Path(os.path.relpath(key, base)).as_posix()
             if os.path.isfile(key):
-                found.setdefault(key, _kit_source(sample, key, display, mapping))
+                source = _kit_source(sample, key, display, mapping, licence_for(key))
             else:
-                found.setdefault(key, Source(key, display, sample.kit, reject="missing"))
+                source = Source(key, display, sample.kit, reject="missing")
+            found.setdefault(key, _with_split(source, split))
     return sorted(found.values(), key=lambda s: s.display)
 
 
-def count_ignored(sources: Sequence[str | os.PathLike], *, skip: Path) -> int:
-    """Files under the source folders that have no audio extension (and are not a `drumkit.xml`)."""
+def count_ignored(
+    sources: Sequence[str | os.PathLike], *, skip: Path, classes: ClassMode = "none"
+) -> tuple[int, int]:
+    """(files under the source folders that are neither audio nor a kit file that is read, SoundFont/SFZ
+    files among them: read with --classes kits)."""
     skip_real = Path(os.path.realpath(skip))
-    return sum(
-        1
-        for src in sources
-        if Path(src).is_dir()
-        for f in _walk(Path(os.path.abspath(src)), skip=skip_real)
-        if not _is_audio_name(f.name) and f.name != "drumkit.xml"
-    )
+    ignored = kits = 0
+    for src in sources:
+        if not Path(src).is_dir():
+            continue
+        for f in _walk(Path(os.path.abspath(src)), skip=skip_real):
+            is_kit = f.name.lower().endswith(KIT_SUFFIXES)
+            if _is_audio_name(f.name) or f.name == "drumkit.xml" or (is_kit and classes == "kits"):
+                continue
+            ignored += 1
+            kits += is_kit
+    return ignored, kits
 
 
 def _is_audio_name(name: str) -> bool:
@@ -193,15 +250,122 @@ def _display_bases(tops: list[Path]) -> dict[Path, Path]:
     return {top: common for top in tops}
 
 
-def _kit_source(sample: KitSample, key: str, display: str, mapping: dict[str, list[str]]) -> Source:
+def _kit_source(
+    sample: KitSample, key: str, display: str, mapping: dict[str, list[str]], licence: str | None
+) -> Source:
     provenance = {
         "kit": sample.kit,
         "instrument": sample.instrument,
         "author": sample.author,
-        "license": sample.license or "unknown (not stated in drumkit.xml)",
+        "license": licence or sample.license or "unknown (not stated in drumkit.xml)",
     }
+    if licence and sample.license and sample.license != licence:
+        provenance["stated_license"] = sample.license
     class_name = class_for_instrument(sample.instrument, mapping)
     if class_name is None:
         detail = f"instrument {sample.instrument!r} names no class of the mapping"
         return Source(key, display, sample.kit, reject="no class", provenance=provenance, detail=detail)
     return Source(key, display, sample.kit, class_name, provenance=provenance)
+
+
+def _kit_file_sources(
+    path: Path,
+    display: str,
+    mapping: dict[str, list[str]],
+    presets: PresetSpec,
+    licence_for: Callable[[str], str | None],
+    included: set[str],
+) -> list[Source]:
+    """The clips of one SoundFont or SFZ file as sources; a file that cannot be read is one rejection.
+    `included` collects the files an SFZ `#include`s."""
+    key = os.path.abspath(path)
+    try:
+        if path.suffix.lower() == ".sfz":
+            entries = read_sfz(path, included=included)
+        else:
+            entries = read_soundfont(path, presets=presets)
+    except KitFileError as error:
+        return [Source(key, display, path.stem, reject="bad kit file", detail=str(error))]
+    licence = licence_for(key)
+    unknown = f"unknown (not stated in the {'SFZ' if path.suffix.lower() == '.sfz' else 'SoundFont'})"
+    sources = []
+    for entry in entries:
+        provenance = {k: v for k, v in entry.provenance.items() if v not in ("", None)}
+        stated = provenance.pop("stated_license", "")
+        provenance["license"] = licence or stated or unknown
+        if licence and stated and stated != licence:
+            provenance["stated_license"] = stated
+        member_key, member_display = f"{key}#{entry.member}", f"{display}#{entry.member}"
+        if entry.reject is not None:
+            sources.append(Source(member_key, member_display, entry.kit, reject=entry.reject,
+                                  provenance=provenance, detail=entry.detail))  # fmt: skip
+            continue
+        class_name, name, how = _region_class(entry, mapping)
+        provenance.update({"instrument": name, "class_from": how})
+        if entry.note is not None and gm_name(entry.note):
+            provenance["gm_name"] = gm_name(entry.note)
+        if class_name is None:
+            names = [*entry.names, *entry.labels]
+            detail = (
+                f"note {entry.note} ({gm_name(entry.note) or 'no GM name'}) and names {names} match no class"
+            )
+            sources.append(Source(member_key, member_display, entry.kit, reject="no class",
+                                  provenance=provenance, detail=detail, region=entry.region))  # fmt: skip
+        else:
+            sources.append(Source(member_key, member_display, entry.kit, class_name, provenance=provenance,
+                                  region=entry.region))  # fmt: skip
+    return sources
+
+
+def _region_class(entry: KitRegion, mapping: dict[str, list[str]]) -> tuple[str | None, str, str]:
+    """(class, the name it came from, how) of a kit clip: the names of its own audio first (they know the
+    kit: AVL's kits put a hi-hat swish on GM's Hi-Mid Tom), then the General MIDI name of its note, then the
+    broader names (an instrument called "Standard Drums" says nothing about one of its notes)."""
+    for name in entry.names:
+        class_name = class_for_instrument(name, mapping)
+        if class_name is not None:
+            return class_name, name, "name"
+    gm = gm_name(entry.note)
+    if gm is not None and (class_name := class_for_instrument(gm, mapping)) is not None:
+        return class_name, gm, f"GM note {entry.note}"
+    for name in entry.labels:
+        class_name = class_for_instrument(name, mapping)
+        if class_name is not None:
+            return class_name, name, "label"
+    return None, (entry.names or entry.labels or ("",))[0], "none"
+
+
+def name_of(stem: str) -> str:
+    """The instrument name a file name gives: `hihat_closed01` -> "hihat closed01" (matched by "contains")."""
+    return re.sub(r"[_\-.]+", " ", stem).strip()
+
+
+def _named_source(
+    key: str, display: str, group: str, mapping: dict[str, list[str]], provenance: dict[str, Any]
+) -> Source:
+    name = name_of(Path(key).stem)
+    class_name = class_for_instrument(name, mapping)
+    provenance = {**provenance, "instrument": name, "class_from": "file name"}
+    if class_name is None:
+        detail = f"file name {name!r} names no class of the mapping"
+        return Source(key, display, group, reject="no class", provenance=provenance, detail=detail)
+    return Source(key, display, group, class_name, provenance=provenance)
+
+
+def _with_split(source: Source, split: Split | None) -> Source:
+    if split is None:
+        return source
+    return replace(source, split=split)
+
+
+def _licence_table(licenses: Sequence[tuple[str | os.PathLike, str]]) -> Callable[[str], str | None]:
+    """A lookup: the licence text of the longest given path that is (or holds) a file, or None."""
+    table = sorted(((os.path.abspath(p), text) for p, text in licenses), key=lambda pt: -len(pt[0]))
+
+    def licence_for(path: str) -> str | None:
+        for prefix, text in table:
+            if path == prefix or path.startswith(prefix.rstrip(os.sep) + os.sep):
+                return text
+        return None
+
+    return licence_for
