@@ -44,6 +44,10 @@ def test_cli_sampler_names_match_the_registry() -> None:
     from drumdiff.outputs import FORMAT_SUFFIX
 
     assert set(FORMATS) == set(FORMAT_SUFFIX) == set(WRITE_FORMATS)
+    from drumdiff.audio import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+    from drumdiff.commands.session import MAX_RATE, MIN_RATE
+
+    assert (MIN_RATE, MAX_RATE) == (MIN_SAMPLE_RATE, MAX_SAMPLE_RATE)
 
 
 def test_generate_writes_files_records_and_never_overwrites(model_path, tmp_path, capsys) -> None:
@@ -139,7 +143,7 @@ def test_vary_inpaint_interpolate(model_path, input_wav, tmp_path, capsys) -> No
         (["generate", "--steps", "0"], "steps must be a whole number of at least 1"),
         (["generate", "--sampler", "euler"], "unknown sampler 'euler'"),
         (["generate", "cowbell"], "unknown class 'cowbell'"),
-        (["generate", "-n", "0"], "-n must be at least 1"),
+        (["generate", "-n", "0"], "-n must be from 1 to"),
         (["generate", "--batch-size", "0"], "batch size must be a whole number of at least 1"),
         (["generate", "--guidance", "nan"], "guidance must be a finite number"),
         (["inpaint", "{input}", "--keep-ms", "nan"], "--keep-ms must be a positive number"),
@@ -147,9 +151,17 @@ def test_vary_inpaint_interpolate(model_path, input_wav, tmp_path, capsys) -> No
         (["vary", "missing.wav"], "missing.wav"),
         (["vary", "{notaudio}"], "notaudio.wav"),
         (["vary", "{input}", "--strength", "1.5"], "--strength must be in (0, 1]"),
-        (["interpolate", "{input}", "{input}", "--frames", "1"], "--frames must be at least 2"),
+        (["interpolate", "{input}", "{input}", "--frames", "1"], "--frames must be from 2 to"),
         (["generate", "--out", "{file}/sub"], "not writable"),
         (["generate", "--model", "{future}"], "format version 99"),
+        (["generate", "--seed", "-1"], "--seed must be a whole number from 0 to"),
+        (["generate", "--seed", str(2**64)], "--seed must be a whole number from 0 to"),
+        (["generate", "-n", "2", "--seed", str(2**64 - 1)], "for 2 clips (clip i uses --seed + i)"),
+        (["generate", "--sample-rate", "1000000000"], "--sample-rate must be from 8000 to 192000 Hz"),
+        (["generate", "--sample-rate", "7999"], "--sample-rate must be from 8000 to 192000 Hz"),
+        (["generate", "--steps", "100001"], "--steps must be from 1 to 100000"),
+        (["generate", "--threads", "100000"], "--threads must be from 1 to"),
+        (["generate", "--model", "{missing_model}"], "model file not found"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, message, model_path, input_wav, tmp_path, capsys) -> None:
@@ -164,6 +176,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message, model_path, input_wav, 
         load_file(str(model_path)), str(future), metadata={"format": "drumdiff-model", "format_version": "99"}
     )
     subs = {"{notaudio}": notaudio, "{input}": input_wav, "{file}/sub": afile / "sub", "{future}": future}
+    subs["{missing_model}"] = tmp_path / "missing.safetensors"
     argv = [str(subs.get(a, a)) for a in args]
     if "--model" not in argv:
         argv += ["--model", str(model_path)]
@@ -173,13 +186,13 @@ def test_bad_input_is_one_line_and_exit_2(args, message, model_path, input_wav, 
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
-    assert not out.exists() or not list(out.iterdir())  # nothing half-written
+    assert not out.exists()  # nothing written, not even the folder (the README's promise)
 
 
 def test_no_model_says_so(tmp_path, monkeypatch, capsys) -> None:
-    import drumdiff.pipeline as pipeline
+    import drumdiff.modelfile as modelfile
 
-    monkeypatch.setattr(pipeline, "SHIPPED_DIR", tmp_path / "none")
+    monkeypatch.setattr(modelfile, "SHIPPED_DIR", tmp_path / "none")
     assert run("generate", "--out", tmp_path / "o") == 2
     assert "no shipped model" in capsys.readouterr().err
 

@@ -184,3 +184,26 @@ def test_fp16_model_file_is_half_the_size(tmp_path) -> None:
     assert half.stat().st_size < 0.6 * full.stat().st_size
     assert read_metadata(half)["dtype"] == "float16"
     assert load_model_file(half).net(torch.zeros(1, 2, 4096), torch.tensor([0.5])).dtype == torch.float32
+
+
+def test_seeds_devices_and_class_names_are_checked_in_the_library(model, tmp_path) -> None:
+    """What the CLI checks holds for Python callers too: one DrumdiffError naming the value."""
+    from drumdiff.pipeline import SEED_MAX, pick_device
+
+    for seed, n in ((-1, 1), (SEED_MAX + 1, 1), (SEED_MAX, 2), (1.5, 1), (True, 1)):
+        with pytest.raises(DrumdiffError, match="seed must be a whole number from 0 to"):
+            model.generate(n=n, seed=seed, steps=1)
+    assert model.generate(n=1, seed=SEED_MAX, steps=1).shape[0] == 1
+    with pytest.raises(DrumdiffError, match="cannot run drumdiff"):
+        pick_device("meta")
+    pipe = load_model(
+        tiny_model_file(tmp_path / "c.safetensors", num_classes=2, class_names=["Hi-Hats", "Kick"])
+    )
+    assert pipe.resolve_class("hihat") == "Hi-Hats" and pipe.resolve_class("KICKS") == "Kick"
+    assert torch.equal(
+        pipe.generate(class_name="kick", seed=1, steps=1), pipe.generate(class_name="Kick", seed=1, steps=1)
+    )
+    with pytest.raises(DrumdiffError, match="interpolate needs at least 2 steps"):
+        model.interpolate(torch.zeros(2, model.length), torch.zeros(2, model.length), steps=1)
+    clip = torch.randn(2, model.length) * 0.1
+    assert (model.vary(clip, strength=1e-9, seed=0, steps=20) - clip).abs().max() < 1e-4

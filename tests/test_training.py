@@ -333,10 +333,13 @@ def test_repeated_nan_loss_stops(
 
     monkeypatch.setattr(step, "v_loss", poisoned)
     run = tmp_path / "run"
-    with pytest.warns(RuntimeWarning, match="non-finite"):
-        assert _train(data2, run, "--checkpoint-every", "1", steps=20) == 2
-    message = _error(capsys)
-    assert "non-finite" in message and "in a row" in message
+    assert _train(data2, run, "--checkpoint-every", "1", steps=20) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "non-finite" in err[-1] and "in a row" in err[-1]
+    # each skipped step is one plain warning line, not Python's file:line and source line
+    skipped = [line for line in err if "step skipped" in line]
+    assert len(skipped) == 5 and all(line.startswith("warning: step ") for line in skipped)
+    assert not any("warnings.warn" in line or ".py:" in line for line in err)
 
 
 def test_stream_sampler_splits_one_global_order() -> None:
@@ -493,3 +496,137 @@ def test_recipe_flags_train_and_are_checked(
     assert _train(data2, tmp_path / "bad3", "--lr", "nan") == 2
     assert "--lr must be a positive number" in _error(capsys)
     assert not (tmp_path / "bad3").exists()  # refused before the run folder is made
+
+
+# ------------------------------------------------------------------------------------- issue 16: hardening
+
+
+def _metrics(run: Path) -> dict[str, list[int]]:
+    """Steps at which RUN/logs/metrics.csv holds each metric."""
+    import csv
+
+    with open(run / "logs" / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {key: [int(r["step"]) for r in rows if r.get(key)] for key in ("loss", "val_loss")}
+
+
+def test_ctrl_c_stops_with_the_resume_command_and_resume_keeps_every_metric(
+    tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C once: the step finishes, a checkpoint is written, exit 130 with the --resume command. A hard
+    interrupt (Ctrl-C twice) keeps the last checkpoint. --resume with --logger csv keeps the whole history."""
+    from drumdiff.training.module import DiffusionTrainer
+
+    real_after_step = DiffusionTrainer._after_step
+    events: dict[int, str] = {}
+
+    def after_step(self: DiffusionTrainer) -> None:
+        real_after_step(self)
+        what = events.pop(self.step, None)
+        if what == "sigint":
+            os.kill(os.getpid(), signal.SIGINT)
+        elif what == "hard":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(DiffusionTrainer, "_after_step", after_step)
+    run = tmp_path / "run"
+    args = ["train", str(data2), "--run-dir", str(run), *TRAIN_FLAGS, "--preview-every", "-1"]
+    events[1] = "sigint"
+    assert main([*args, "--max-steps", "4"]) == 130
+    err = capsys.readouterr().err
+    command = f"drumdiff train {data2} --run-dir {run} --resume"
+    assert err.strip().splitlines()[-1] == (
+        f"drumdiff train: interrupted at step 2, checkpoint written; continue with: {command}"
+    )
+    assert _ckpt(run)["step"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    for noise in ("GPU available", "TPU available", "Tip:", "Detected KeyboardInterrupt", "warnings.warn"):
+        assert noise not in err, noise
+    assert not [line for line in err.splitlines() if line.startswith("train:") and "\r" in line]
+
+    events[3] = "hard"  # resumed at 2; step 3 is logged, never checkpointed (--checkpoint-every 2)
+    assert main([*args, "--resume", "--max-steps", "4"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"drumdiff train: interrupted at step 3; its checkpoint of step 2 is kept; continue with: {command}"
+    )
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Lightning leaves it ignored
+
+    assert main([*args, "--resume", "--max-steps", "4"]) == 0
+    # Every step once: the first run's 1-2, step 3 of the interrupted run dropped and done again, then 4.
+    assert _metrics(run) == {"loss": [1, 2, 3, 4], "val_loss": [0, 2, 4]}
+
+
+def test_diverged_weights_are_never_checkpointed(
+    tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An lr past float32's range makes the weights Inf at once: refused at the checkpoint, not 'done'."""
+    run = tmp_path / "run"
+    assert _train(data2, run, "--lr", "1e41", "--checkpoint-every", "1", steps=2) == 2
+    message = _error(capsys)
+    assert "weights hold NaN or Inf (training diverged)" in message and "no checkpoint was written" in message
+    assert not (run / "checkpoints" / "last.ckpt").exists()
+
+
+def test_full_disk_in_torch_save_is_one_line(
+    tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.save turns a failed write into a RuntimeError ("enforce fail ..."): still one line, exit 2."""
+    import io
+
+    import drumdiff.training.checkpoint as checkpoint
+
+    class FullDisk(io.RawIOBase):
+        def __init__(self, file, room: int) -> None:
+            self.file, self.room = file, room
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, data) -> int:
+            if len(data) > self.room:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            self.room -= len(data)
+            return self.file.write(data)
+
+    serialize = checkpoint._serialize
+
+    def fill_disk(obj: dict, file) -> None:
+        serialize(obj, FullDisk(file, 10_000) if obj["step"] >= 2 else file)
+
+    monkeypatch.setattr(checkpoint, "_serialize", fill_disk)
+    run = tmp_path / "run"
+    assert _train(data2, run, "--checkpoint-every", "1", steps=3) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"drumdiff train: error: cannot write checkpoint {run}"), err[-1]
+    assert "the previous last.ckpt is kept" in err[-1] and not any("Traceback" in line for line in err)
+    assert checkpoint.load_checkpoint(run / "checkpoints" / "last.ckpt")["step"] == 1
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]
+
+
+def test_resume_keeps_the_tensorboard_history_once(
+    tmp_path: Path, data2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default logger: steps logged after the checkpoint by the interrupted run are purged, not doubled."""
+    require("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from drumdiff.training.module import DiffusionTrainer
+
+    real_after_step, interrupted = DiffusionTrainer._after_step, []
+
+    def after_step(self: DiffusionTrainer) -> None:
+        real_after_step(self)
+        if self.step == 3 and not interrupted:
+            interrupted.append(True)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(DiffusionTrainer, "_after_step", after_step)
+    run = tmp_path / "run"
+    args = ["train", str(data2), "--run-dir", str(run), "--preset", "tiny", "--batch-size", "2"]
+    args += ["--checkpoint-every", "2", "--preview-every", "-1", "--max-steps", "4"]
+    assert main(args) == 130
+    assert main([*args, "--resume"]) == 0
+    events = EventAccumulator(str(run / "logs"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4]
+    assert [e.step for e in events.Scalars("val_loss")] == [0, 2, 4]

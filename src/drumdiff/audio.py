@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,11 @@ AUDIO_EXTENSIONS = (
     ".caf",
 )
 SILENCE_DB = -60.0  # "silent" and leading-silence threshold, dBFS
+# The sample rates drumdiff writes and models may have: telephone speech to high-resolution studio audio.
+MIN_SAMPLE_RATE = 8000
+MAX_SAMPLE_RATE = 192000
+_WAV_MAX_BYTES = 2**32 - 1 - 44  # a RIFF size is 32 bits; minus the canonical header
+_FLAC_MAX_CHANNELS = 8
 _BLOCK_FRAMES = 16384  # read in blocks so that a corrupt tail still leaves the head decoded
 
 
@@ -248,6 +254,9 @@ def write(
         raise AudioError(f"{path}: sample rate must be positive, got {sample_rate}")
     if audio.shape[1] == 0:
         raise AudioError(f"{path}: refusing to write an empty clip (0 samples)")
+    problem = format_limit(format, channels=audio.shape[0], frames=audio.shape[1], sample_rate=sample_rate)
+    if problem:
+        raise AudioError(f"cannot write {path}: {problem}")
     data = audio.detach().to("cpu", torch.float32).numpy().T  # (T, C) as libsndfile wants
     if not np.isfinite(data).all():
         raise AudioError(f"{path}: audio contains NaN/Inf samples")
@@ -268,7 +277,39 @@ def write(
                 f"cannot write {path}: folder {folder} is not writable ({error.strerror})"
             ) from error
         raise AudioError(f"cannot write {path}: {error.strerror or error}") from error
+    except sf.LibsndfileError as error:  # libsndfile reports a failed write (a full disk) as "System error."
+        raise AudioError(f"cannot write {path}: {_write_failure(folder, data.nbytes, error)}") from error
     return path
+
+
+def format_limit(format: str, *, channels: int, frames: int, sample_rate: int) -> str | None:
+    """Why a clip of this shape cannot be stored in `format` (WAV's 4 GB, FLAC's 8 channels), else None."""
+    if format not in WRITE_FORMATS:
+        return f"unknown audio format {format!r}"
+    if WRITE_FORMATS[format][0] == "WAV":
+        width = {"PCM_16": 2, "PCM_24": 3, "FLOAT": 4}[WRITE_FORMATS[format][1]]
+        size = channels * frames * width
+        if size > _WAV_MAX_BYTES:
+            return (
+                f"{size / 1e9:.2f} GB of audio is more than a WAV file can hold (4.29 GB); "
+                "use --format flac or a lower rate"
+            )
+    elif channels > _FLAC_MAX_CHANNELS:
+        return f"FLAC holds at most {_FLAC_MAX_CHANNELS} channels, the clip has {channels}"
+    if sample_rate > 655350 and format == "flac":
+        return f"FLAC holds rates up to 655350 Hz, not {sample_rate}"
+    return None
+
+
+def _write_failure(folder: Path, nbytes: int, error: Exception) -> str:
+    """The cause of a failed libsndfile write, in words: a full disk when that is what it looks like."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if free is not None and free < nbytes:
+        return f"the disk is full ({free / 1e6:.1f} MB free)"
+    return f"libsndfile failed: {error} (is the disk full or the file size limited?)"
 
 
 def resample(audio: torch.Tensor, from_rate: int, to_rate: int) -> torch.Tensor:

@@ -7,6 +7,7 @@ nothing heavy at module level, so `drumdiff --help` and `drumdiff generate` star
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Sequence
@@ -38,9 +39,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DrumdiffError as error:
         print(f"drumdiff {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"drumdiff {args.command}: interrupted", file=sys.stderr)
+    except OSError as error:  # the machine's trouble (a full disk, a folder taken away), not a bug: one line
+        print(f"drumdiff {args.command}: error: {_os_error(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as interrupt:  # handlers raise it with what was kept and how to go on
+        print(f"drumdiff {args.command}: {interrupt or 'interrupted'}", file=sys.stderr)
         return 130
+
+
+def _os_error(error: OSError) -> str:
+    """An OSError in words: the file it concerns and the cause, "the disk is full" for ENOSPC."""
+    reason = (
+        "the disk is full" if error.errno in (errno.ENOSPC, errno.EDQUOT) else error.strerror or str(error)
+    )
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{reason}"
 
 
 if __name__ == "__main__":

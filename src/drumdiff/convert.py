@@ -22,7 +22,7 @@ from torch import Tensor
 
 from drumdiff.config import ModelConfig
 from drumdiff.errors import ModelFileError
-from drumdiff.modelfile import check_state_dict
+from drumdiff.modelfile import check_state_dict, file_kind
 
 # The original wraps its U-Net as TimeConditioningPlugin's Module([embedder, mlp, net]).
 _EMBEDDER = "blocks.0."
@@ -227,37 +227,111 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     Uses `torch.load(weights_only=True)`: its unpickler builds nothing but tensors, dicts, lists, tuples,
     strings and numbers, and refuses every other global before anything is called. A refusal becomes a
     ModelFileError naming the global (with advice for a whole pickled model); a truncated or damaged file
-    becomes one too.
+    becomes one too. A `.safetensors` file of original weights is read as a state_dict; a file that is
+    already a drumdiff model or training checkpoint, or not a checkpoint at all (empty, text, JSON), is
+    refused with what it is and what to do instead.
     """
     import torch
 
     path = Path(path)
     if not path.is_file():
-        raise ModelFileError(f"{path}: no such file")
+        raise ModelFileError(
+            f"{path}: {'is a folder, not a checkpoint file' if path.is_dir() else 'no such file'}"
+        )
+    kind = file_kind(path)
+    if kind == "safetensors":
+        return _read_safetensors(path)
+    if kind != "torch":
+        unknown = (
+            "it is a damaged or truncated .safetensors file"
+            if path.suffix == ".safetensors"
+            else "its first bytes are neither a zip nor a pickle (truncated, or another format?)"
+        )
+        what = {"empty": "it is empty (0 bytes)", "text": "it is a text file (JSON?)"}.get(kind, unknown)
+        raise ModelFileError(f"{path}: not a PyTorch checkpoint: {what}")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(error))))
-        what = ", ".join(names) if names else str(error).strip().splitlines()[-1]
         if any(name.startswith(_MODEL_MODULES) for name in names):
             raise ModelFileError(
-                f"{path}: refused: this is a whole pickled model object ({what}), which cannot be read "
-                f"without running code from the file. {_RESAVE_ADVICE}"
+                f"{path}: refused: this is a whole pickled model object ({', '.join(names)}), which cannot be "
+                f"read without running code from the file. {_RESAVE_ADVICE}"
+            ) from None
+        if names:
+            raise ModelFileError(
+                f"{path}: refused: loading it would call {', '.join(names)}, which is not a plain tensor or "
+                "container; drumdiff never runs code from a checkpoint"
             ) from None
         raise ModelFileError(
-            f"{path}: refused: loading it would call {what}, which is not a plain tensor or container; "
-            "drumdiff never runs code from a checkpoint"
+            f"{path}: not a readable PyTorch checkpoint (damaged, or not made by torch.save): "
+            f"{_first_useful_line(error)}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
         raise ModelFileError(
-            f"{path}: not a readable PyTorch checkpoint (truncated or damaged?): {first_line}"
+            f"{path}: not a readable PyTorch checkpoint (truncated or damaged?): {_first_useful_line(error)}"
         ) from error
     if not isinstance(loaded, dict):
         raise ModelFileError(
             f"{path}: expected a checkpoint or a state_dict (a dict), found {type(loaded).__name__}"
         )
+    if loaded.get("format") == "drumdiff-train-checkpoint":
+        raise ModelFileError(
+            f"{path}: this is a drumdiff training checkpoint, not an original one; make a model file with "
+            f"`drumdiff export {path} OUT.safetensors`"
+        )
     return loaded
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    """Original weights saved as `.safetensors`; a drumdiff file is refused with what to do instead."""
+    from safetensors.torch import load_file
+
+    from drumdiff.modelfile import FORMAT, read_header
+
+    kind = (read_header(path).get("__metadata__") or {}).get("format")
+    if kind == FORMAT:
+        raise ModelFileError(
+            f"{path}: this is already a drumdiff model file; use it directly: drumdiff generate --model {path}"
+        )
+    if kind is not None and str(kind).startswith("drumdiff"):
+        raise ModelFileError(f"{path}: this is a drumdiff {kind} file, not a tiny-audio-diffusion checkpoint")
+    try:
+        return dict(load_file(str(path)))
+    except Exception as error:  # noqa: BLE001 - safetensors raises several types for damaged files
+        raise ModelFileError(f"{path}: damaged .safetensors file ({error})") from error
+
+
+def _first_useful_line(error: BaseException) -> str:
+    """torch's load errors wrap one useful line in lines of advice: that line (or the error's type)."""
+    advice = (
+        "Weights only load failed",
+        "Please file",
+        "Check the documentation",
+        "(1)",
+        "(2)",
+        "In PyTorch",
+    )
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(advice)]
+    text = (useful or [type(error).__name__])[0].replace("WeightsUnpickler error:", "").strip()
+    return text[:200] or type(error).__name__
+
+
+def describe_layout(config: ModelConfig) -> str:
+    """A layout in words for messages: levels, channels, attention and parameter count."""
+    import torch
+
+    from drumdiff.nn.unet1d import UNet1d
+
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in UNet1d(config).parameters())
+    attention = [str(i) for i, a in enumerate(config.attentions) if a]
+    return (
+        f"{len(config.channels)} levels of {'/'.join(map(str, config.channels))} channels, attention at "
+        f"level {', '.join(attention) or 'none'}, {parameters / 1e6:.1f}M parameters, "
+        f"{config.audio_channels} channels x {config.length} samples"
+    )
 
 
 def _tensors_under(state_dict: dict[str, Any], prefix: str) -> dict[str, Tensor]:
@@ -299,19 +373,26 @@ def convert_checkpoint(
     name: str | None = None,
     ema: bool = True,
     fp16: bool = False,
+    force: bool = False,
 ) -> Converted:
     """Convert an original tiny-audio-diffusion checkpoint (or UNetV0 / DiffusionModel state_dict) to a model file.
 
     Takes the EMA weights of a Lightning checkpoint unless `ema` is False (a file without EMA weights gives its
     training weights: see `Converted.weights`). The layout is read from the tensors
     and every tensor is checked against it; the file is unconditional, with `name` (default: the source
-    file's name) as its one class name, and provenance in its metadata.
+    file's name) as its one class name, and provenance in its metadata. An existing `out` is replaced only
+    with `force`.
     """
     from drumdiff import __version__
     from drumdiff.files import file_digest
-    from drumdiff.modelfile import save_model_file
+    from drumdiff.modelfile import check_new_file, save_model_file
 
-    source = Path(source)
+    source, out = Path(source), Path(out)
+    if out.suffix != ".safetensors":
+        raise ModelFileError(f"output {out} must end in .safetensors")
+    if out.exists() and source.exists() and out.resolve() == source.resolve():
+        raise ModelFileError(f"{out} is the file being converted; name another output")
+    check_new_file(out, force=force)
     loaded = read_checkpoint(source)
     lightning = isinstance(loaded.get("state_dict"), dict)
     state = loaded["state_dict"] if lightning else loaded

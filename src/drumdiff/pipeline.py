@@ -5,9 +5,14 @@
     clips = model.generate(n=4, seed=1, class_name="kick")    # float32 [4, C, T]
 
 Every method is keyword-only and returns float32 `[B, C, T]` on the CPU. Clip i of a request uses seed
-SEED + i for all its randomness, so a clip does not depend on how many clips were asked for or on the batch size.
+SEED + i for all its randomness, so it is the same clip however many clips were asked for and whatever the
+batch size, up to floating-point rounding: batched arithmetic may move a sample by a few 24-bit steps. The
+same call on the same device and thread count gives the same bits.
 How to sample (sampler, steps, schedule, guidance, batch size) is one `SamplingOptions`, checked once when it
 is made; the methods take it as `options=` or its fields as keywords (`steps=10`).
+
+Where model files are found (`list_models`, `resolve_model`, `user_model_dir`, `SHIPPED_DIR`) lives in
+`drumdiff.modelfile`, which does not import torch; the names are re-exported here.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +32,7 @@ from torch import Tensor, nn
 from drumdiff.config import ModelConfig
 from drumdiff.diffusion import add_noise, make_denoiser
 from drumdiff.errors import DrumdiffError
+from drumdiff.modelfile import SHIPPED_DIR, ModelEntry, list_models, resolve_model, user_model_dir  # noqa: F401
 from drumdiff.sampling import (
     SAMPLERS,
     SCHEDULES,
@@ -46,7 +52,8 @@ DEFAULT_STEPS = 20
 DEFAULT_SCHEDULE = "log-snr"
 DEFAULT_KEEP_MS = 40.0
 DEFAULT_INTERPOLATE_STEPS = 100  # inversion needs more steps than sampling to reconstruct the endpoints
-SHIPPED_DIR = Path(__file__).parent / "weights"
+SEED_MAX = 2**64 - 1  # torch generators take 64-bit seeds; clip i of a request uses SEED + i
+MIN_SPACED_T = 1e-3  # log_snr_schedule's t_min: below it a schedule is one step straight to t = 0
 
 
 @dataclass(frozen=True)
@@ -88,96 +95,48 @@ class SamplingOptions:
         return dataclasses.replace(options or cls(), **fields)
 
 
-# ---------------------------------------------------------------------------------------------- locating models
-
-
-def user_model_dir() -> Path:
-    """`$DRUMDIFF_HOME/models`, else the platform's user data folder + `drumdiff/models`."""
-    home = os.environ.get("DRUMDIFF_HOME")
-    if home:
-        return Path(home).expanduser() / "models"
-    if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
-    elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
-    return base / "drumdiff" / "models"
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    name: str
-    path: Path
-    origin: str  # "shipped" or "user"
-    problem: str | None = None  # why the file cannot be used, for `drumdiff models` to say
-
-
-def _model_files(folder: Path, origin: str) -> list[ModelEntry]:
-    """The model files in `folder`; unusable ones carry their problem, other kinds of file are left out."""
-    from safetensors import safe_open
-
-    from drumdiff.modelfile import FORMAT
-
-    if not folder.is_dir():
-        return []
-    entries = []
-    for path in sorted(folder.glob("*.safetensors")):
-        problem = None
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                kind = (handle.metadata() or {}).get("format")
-            if kind != FORMAT and kind is not None:
-                continue  # another drumdiff file, e.g. the evaluation classifier
-            if kind is None:
-                problem = "not a drumdiff model file (no format in its metadata)"
-        except Exception as error:  # noqa: BLE001 - safetensors raises several types for damaged files
-            problem = f"unreadable ({error})"
-        entries.append(ModelEntry(name=path.stem, path=path, origin=origin, problem=problem))
-    return entries
-
-
-def list_models() -> list[ModelEntry]:
-    """Shipped models first, then the user's models folder (unusable files included, with their problem)."""
-    return _model_files(SHIPPED_DIR, "shipped") + _model_files(user_model_dir(), "user")
-
-
-def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
-    """A path, else a shipped model name, else a user model name; None means the first shipped model."""
-    if name_or_path is None:
-        shipped = [e for e in _model_files(SHIPPED_DIR, "shipped") if e.problem is None]
-        if not shipped:
-            raise DrumdiffError(
-                "this drumdiff has no shipped model yet: pass --model PATH to a .safetensors file "
-                "(train one with `drumdiff train` + `drumdiff export`, or convert one with `drumdiff convert`)"
-            )
-        return shipped[0].path
-    path = Path(name_or_path).expanduser()
-    if path.is_file():
-        return path
-    for entry in list_models():
-        if entry.name == str(name_or_path):
-            return entry.path
-    if path.suffix or os.sep in str(name_or_path):
-        raise DrumdiffError(f"model file not found: {name_or_path}")
-    known = ", ".join(e.name for e in list_models()) or "none installed"
-    raise DrumdiffError(
-        f"unknown model {name_or_path!r} (known models: {known}; user folder {user_model_dir()})"
-    )
+# ---------------------------------------------------------------------------------------------- devices
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The given device, else CUDA, else Apple's MPS, else the CPU."""
+    """The given device (checked to exist in this torch and machine), else CUDA, else Apple's MPS, else the CPU."""
     if device is not None:
         try:
-            return torch.device(device)
-        except RuntimeError as error:
-            raise DrumdiffError(f"unknown device {device!r} ({error})") from error
+            dev = torch.device(device)
+        except (RuntimeError, TypeError) as error:
+            raise DrumdiffError(f"unknown device {device!r}; choose cpu, cuda, cuda:N or mps") from error
+        _check_device(dev, str(device))
+        return dev
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _check_device(dev: torch.device, name: str) -> None:
+    """Refuse a device this torch was not built for, or that this machine does not have."""
+    if dev.type == "cpu":
+        return
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            built = "has no usable CUDA GPU" if torch.version.cuda else "was built without CUDA"
+            raise DrumdiffError(
+                f"device {name!r}: this torch ({torch.__version__}) {built}; use --device cpu"
+            )
+        if dev.index is not None and dev.index >= count:
+            raise DrumdiffError(f"device {name!r}: there is no GPU {dev.index} (this machine has {count})")
+        return
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise DrumdiffError(
+                f"device {name!r}: Apple's MPS is not available to this torch ({torch.__version__}); "
+                "use --device cpu"
+            )
+        return
+    raise DrumdiffError(f"device {name!r} cannot run drumdiff; choose cpu, cuda, cuda:N or mps")
 
 
 def load_model(name_or_path: str | os.PathLike | None = None, *, device: Any = None) -> DrumPipeline:
@@ -345,6 +304,10 @@ class DrumPipeline:
         if frames < 2:
             raise DrumdiffError(f"frames must be at least 2, got {frames}")
         options = SamplingOptions.of(options or SamplingOptions(steps=DEFAULT_INTERPOLATE_STEPS), **sampling)
+        if options.steps < 2:
+            raise DrumdiffError(
+                f"interpolate needs at least 2 steps (inversion runs steps - 1), got {options.steps}"
+            )
         clips = torch.stack([self._check_audio(a), self._check_audio(b)]).to(self.device)
         try:
             ts = log_snr_schedule(options.steps, t_max=1.0, t_min=1e-3)
@@ -376,8 +339,12 @@ class DrumPipeline:
     ) -> Tensor:
         if n < 1:
             raise DrumdiffError(f"the number of clips must be at least 1, got {n}")
+        check_seed(seed, n)
         sample = get_sampler(options.sampler)
-        ts = get_schedule(options.schedule)(options.steps, t_max=t_start)
+        if t_start < MIN_SPACED_T:  # vary at a tiny strength: one step from t_start straight to 0
+            ts = torch.tensor([t_start, 0.0], dtype=torch.float64)
+        else:
+            ts = get_schedule(options.schedule)(options.steps, t_max=t_start)
         tick = _ticker(progress)
         out = []
         with torch.inference_mode():
@@ -408,24 +375,33 @@ class DrumPipeline:
         class_id = self._class_id(class_name)
         if class_id is None:
             if guidance != 1.0 and self.config.conditional:
-                raise DrumdiffError("guidance needs a class name")
+                raise DrumdiffError(
+                    f"guidance {guidance:g} needs a class name (this model knows {', '.join(self.class_names)})"
+                )
             return make_denoiser(self.net)
         ids = torch.full((batch,), class_id, dtype=torch.long, device=self.device)
         return make_denoiser(self.net, class_id=ids, guidance=guidance, null_class=self.config.num_classes)
 
-    def _class_id(self, class_name: str | None) -> int | None:
-        if class_name is None:
-            return None
+    def resolve_class(self, class_name: str | None) -> str | None:
+        """The model's own spelling of `class_name`, matched exactly, else ignoring case, punctuation and a
+        plural s (`kick` finds `Kicks`); a DrumdiffError lists the classes when none or several match."""
+        if class_name is None or class_name in self.class_names:
+            return class_name
+        matches = [c for c in self.class_names if class_key(c) == class_key(class_name)]
+        if len(matches) == 1:
+            return matches[0]
         if not self.config.conditional:
-            if self.class_names and class_name == self.class_names[0]:
-                return None  # an unconditional model named after its one class
             shown = f"({self.class_names[0]})" if self.class_names else "without classes"
             raise DrumdiffError(f"unknown class {class_name!r}: this model is unconditional {shown}")
-        if class_name not in self.class_names:
-            raise DrumdiffError(
-                f"unknown class {class_name!r}; this model knows {', '.join(self.class_names)}"
-            )
-        return self.class_names.index(class_name)
+        if matches:
+            raise DrumdiffError(f"class {class_name!r} is ambiguous: it could be {', '.join(matches)}")
+        raise DrumdiffError(f"unknown class {class_name!r}; this model knows {', '.join(self.class_names)}")
+
+    def _class_id(self, class_name: str | None) -> int | None:
+        name = self.resolve_class(class_name)
+        if name is None or not self.config.conditional:
+            return None  # unconditional (also a model named after its one class)
+        return self.class_names.index(name)
 
     def _check_audio(self, audio: Tensor) -> Tensor:
         """A clip in this model's format, [C, T] float32 (convert other audio with `conform_audio`)."""
@@ -456,9 +432,24 @@ class DrumPipeline:
         return mask.reshape(1, 1, -1)
 
 
+def check_seed(seed: Any, n: int = 1, *, what: str = "seed") -> None:
+    """Refuse a seed outside 0..SEED_MAX, or one whose last clip (seed + n - 1) would pass SEED_MAX."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX - (n - 1):
+        top = SEED_MAX - (n - 1)
+        more = f" for {n} clips (clip i uses {what} + i)" if n > 1 else ""
+        raise DrumdiffError(f"{what} must be a whole number from 0 to {top}{more}, got {seed!r}")
+
+
+def class_key(name: str) -> str:
+    """How class names are compared: case, punctuation and a plural s ignored ("Kicks" finds "kick")."""
+    key = re.sub(r"[\W_]+", "", name.casefold())
+    return key[:-1] if key.endswith("s") and len(key) > 1 else key
+
+
 def vary_steps(steps: int, strength: float) -> int:
-    """The sampler steps `vary` runs: the part of the schedule below t = strength (at least 1)."""
-    return max(1, round(steps * strength))
+    """The sampler steps `vary` runs: the part of the schedule below t = strength (at least 1; exactly 1
+    below MIN_SPACED_T, where the step goes straight to t = 0)."""
+    return 1 if strength < MIN_SPACED_T else max(1, round(steps * strength))
 
 
 def _inpainting(denoiser, clip: Tensor, mask: Tensor, *, noise: Tensor, device: torch.device):

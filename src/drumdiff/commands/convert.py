@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Convert a tiny-audio-diffusion checkpoint (a Lightning .ckpt, or a state_dict of "
             "audio-diffusion-pytorch's DiffusionModel or UNetV0) into a drumdiff .safetensors model file. "
             "The file is read without running any code from it; anything but tensors and plain containers "
-            "is refused."
+            "is refused. An existing OUT is replaced only with --force."
         ),
     )
     parser.add_argument(
@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--name",
         default=None,
-        help="class name stored in the model file (default: the checkpoint's file name)",
+        help="class name stored in the model file (default: the checkpoint's file name without its suffix)",
     )
     parser.add_argument(
         "--ema",
@@ -43,20 +43,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=False,
         help="store the weights as float16 (half the size; default float32)",
     )
+    parser.add_argument(
+        "--force", action="store_true", help="replace OUT if it exists (default: refuse to overwrite)"
+    )
     parser.set_defaults(func=run_convert)
 
 
 def run_convert(args: argparse.Namespace) -> int:
     """Handler of `drumdiff convert`."""
     from drumdiff.config import load_preset
-    from drumdiff.convert import convert_checkpoint
+    from drumdiff.convert import convert_checkpoint, describe_layout
 
-    result = convert_checkpoint(args.source, args.out, name=args.name, ema=args.ema, fp16=args.fp16)
+    result = convert_checkpoint(
+        args.source, args.out, name=args.name, ema=args.ema, fp16=args.fp16, force=args.force
+    )
     if args.ema and result.weights == "online":
         print(
             f"note: {args.source.name} holds no EMA weights; converted its training weights", file=sys.stderr
         )
-    layout = "the seed layout" if result.config == load_preset("seed") else f"layout {result.config}"
+    seed = result.config == load_preset("seed")
+    layout = "the seed layout" if seed else f"layout: {describe_layout(result.config)}"
     size_mb = result.path.stat().st_size / 1e6
     print(
         f"wrote {result.path} ({size_mb:.1f} MB, {layout}, {result.weights} weights, "

@@ -1,7 +1,8 @@
 """`drumdiff generate | vary | interpolate | inpaint | models`: write fresh one-shots to disk.
 
 Heavy modules (torch, the pipeline) are imported inside the handlers so that `--help` is instant; nothing
-here imports Lightning or Gradio.
+here imports Lightning or Gradio, and `drumdiff models` does not import torch. What every handler does
+around the sampling (checks, model, folder, batches written as they finish) is `commands.session.Session`.
 """
 
 from __future__ import annotations
@@ -9,9 +10,18 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from drumdiff.commands.session import (
+    MAX_CLIPS,
+    MAX_FRAMES,
+    MAX_RATE,
+    MAX_STEPS,
+    MIN_RATE,
+    PLOT_CLIPS,
+    Session,
+)
 
 SAMPLER_NAMES = ("ddim", "dpmpp-2m", "ddpm")  # kept in step with drumdiff.sampling.SAMPLERS (tested);
 # listed here so that `--help` does not import torch
@@ -21,13 +31,27 @@ FORMATS = ("wav24", "wav16", "float32", "flac")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     gen = subparsers.add_parser(
-        "generate", help="generate fresh one-shots from a model", description="Generate fresh one-shots."
+        "generate",
+        help="generate fresh one-shots from a model",
+        description="Generate fresh one-shots from pure noise. Clip i uses seed SEED + i; every clip gets a "
+        "sidecar JSON record and a line in OUT/generation.jsonl; files are never overwritten.",
     )
-    gen.add_argument("class_name", nargs="?", metavar="CLASS", help="class to generate (conditional models)")
-    _add_sampling_flags(gen, default_steps=20)
+    gen.add_argument(
+        "class_name",
+        nargs="?",
+        metavar="CLASS",
+        help="class to generate, matched ignoring case and a plural s (conditional models; default: none, "
+        "the unconditional null class)",
+    )
+    _add_sampling_flags(gen, default_steps=20, default_n=4)
     gen.set_defaults(func=run_generate)
 
-    vary = subparsers.add_parser("vary", help="variations of your own sample (SDEdit)")
+    vary = subparsers.add_parser(
+        "vary",
+        help="variations of your own sample (SDEdit)",
+        description="Noise INPUT to diffusion time --strength and denoise it again (SDEdit): variations that "
+        "keep more of the input the lower the strength. Any rate, channel count or length is converted.",
+    )
     vary.add_argument("input", type=Path, metavar="INPUT", help="audio file to vary")
     vary.add_argument(
         "--strength",
@@ -35,40 +59,80 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.5,
         help="how far to move away from the input, in (0, 1]; 1.0 ignores it (default 0.5)",
     )
-    vary.add_argument("--class", dest="class_name", default=None, help="class (conditional models)")
-    _add_sampling_flags(vary, default_steps=20)
+    _add_class_flag(vary)
+    _add_sampling_flags(vary, default_steps=20, default_n=1)
     vary.set_defaults(func=run_vary)
 
-    inter = subparsers.add_parser("interpolate", help="blend between two sounds (DDIM inversion + slerp)")
+    inter = subparsers.add_parser(
+        "interpolate",
+        help="blend between two sounds (DDIM inversion + slerp)",
+        description="Invert A and B to noise with deterministic DDIM, interpolate the noises on the sphere and "
+        "decode --frames clips, A and B included. No noise is drawn, so there is no --seed.",
+    )
     inter.add_argument("input_a", type=Path, metavar="A", help="first audio file")
     inter.add_argument("input_b", type=Path, metavar="B", help="second audio file")
-    inter.add_argument("--frames", type=int, default=5, help="clips to write, endpoints included (default 5)")
-    inter.add_argument("--class", dest="class_name", default=None, help="class (conditional models)")
-    _add_sampling_flags(inter, default_steps=100, seeded=False)
+    inter.add_argument(
+        "--frames",
+        type=int,
+        default=5,
+        help=f"clips to write, endpoints included, 2 to {MAX_FRAMES} (default 5)",
+    )
+    _add_class_flag(inter)
+    _add_sampling_flags(inter, default_steps=100, default_n=None)
     inter.set_defaults(func=run_interpolate)
 
-    inpaint = subparsers.add_parser("inpaint", help="keep the attack, regenerate the tail")
+    inpaint = subparsers.add_parser(
+        "inpaint",
+        help="keep the attack, regenerate the tail",
+        description="Keep the first --keep-ms of INPUT bit-exact and regenerate everything after it.",
+    )
     inpaint.add_argument("input", type=Path, metavar="INPUT", help="audio file whose start to keep")
     inpaint.add_argument(
-        "--keep-ms", type=float, default=40.0, help="milliseconds kept from the start (default 40)"
+        "--keep-ms",
+        type=float,
+        default=40.0,
+        help="milliseconds kept from the start, at least one sample (default 40)",
     )
-    inpaint.add_argument("--class", dest="class_name", default=None, help="class (conditional models)")
-    _add_sampling_flags(inpaint, default_steps=20)
+    _add_class_flag(inpaint)
+    _add_sampling_flags(inpaint, default_steps=20, default_n=1)
     inpaint.set_defaults(func=run_inpaint)
 
-    models = subparsers.add_parser("models", help="list shipped and user models")
+    models = subparsers.add_parser(
+        "models",
+        help="list shipped and user models",
+        description="List the shipped models and the models in the user folder ($DRUMDIFF_HOME/models), "
+        "with a warning for each file that cannot be used.",
+    )
     models.set_defaults(func=run_models)
 
 
-def _add_sampling_flags(parser: argparse.ArgumentParser, *, default_steps: int, seeded: bool = True) -> None:
-    """Flags shared by the sampling commands. `seeded=False` (interpolate: deterministic DDIM, no noise is
-    drawn) leaves out --sampler, --schedule and --seed."""
+def _add_class_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", default=None, help="model name or .safetensors path (default: shipped model)"
+        "--class",
+        dest="class_name",
+        default=None,
+        help="class, matched ignoring case and a plural s (conditional models; default: none)",
     )
-    parser.add_argument("-n", type=int, default=None, help="number of clips (default 4 for generate, 1 else)")
+
+
+def _add_sampling_flags(
+    parser: argparse.ArgumentParser, *, default_steps: int, default_n: int | None
+) -> None:
+    """Flags shared by the sampling commands. `default_n=None` (interpolate: --frames counts the clips, and
+    deterministic DDIM draws no noise) leaves out -n, --sampler, --schedule and --seed."""
     parser.add_argument(
-        "--steps", type=int, default=default_steps, help=f"sampler steps (default {default_steps})"
+        "--model", default=None, help="model name or .safetensors path (default: the shipped model)"
+    )
+    seeded = default_n is not None
+    if seeded:
+        parser.add_argument(
+            "-n", type=int, default=default_n, help=f"number of clips, 1 to {MAX_CLIPS} (default {default_n})"
+        )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=default_steps,
+        help=f"sampler steps: network evaluations per batch, 1 to {MAX_STEPS} (default {default_steps})",
     )
     if seeded:
         parser.add_argument(
@@ -83,185 +147,74 @@ def _add_sampling_flags(parser: argparse.ArgumentParser, *, default_steps: int, 
             "--seed",
             type=int,
             default=None,
-            help="seed of the first clip; clip i uses SEED + i (default: random)",
+            help="seed of the first clip, 0 to 2^64-1; clip i uses SEED + i (default: random, recorded)",
         )
     parser.add_argument(
-        "--guidance", type=float, default=1.0, help="classifier-free guidance scale (conditional models)"
+        "--guidance",
+        type=float,
+        default=1.0,
+        help="classifier-free guidance scale, needs a class (conditional models; default 1: plain conditional)",
     )
-    parser.add_argument("--out", type=Path, default=Path("drumdiff-out"), help="output folder")
+    parser.add_argument(
+        "--out", type=Path, default=Path("drumdiff-out"), help="output folder (default drumdiff-out)"
+    )
     parser.add_argument(
         "--format", choices=FORMATS, default="wav24", help="audio file format (default wav24)"
     )
     parser.add_argument(
-        "--sample-rate", type=int, default=None, help="resample the output, e.g. 48000 (default: the model's)"
+        "--sample-rate",
+        type=int,
+        default=None,
+        help=f"resample the output, {MIN_RATE} to {MAX_RATE} Hz, e.g. 48000 (default: the model's)",
     )
-    parser.add_argument("--batch-size", type=int, default=8, help="clips per network batch (default 8)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="clips per network batch; each batch is written as it finishes (default 8)",
+    )
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or mps (default: best available)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch, at most the CPU count (default: torch's choice)",
+    )
     parser.add_argument(
         "--plot",
         action=argparse.BooleanOptionalAction,
         default=False,
-        help="also write one PNG of waveforms and spectrograms",
+        help=f"also write one PNG of the waveforms and spectrograms of the first {PLOT_CLIPS} clips (default off)",
     )
     parser.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar"
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="show progress on stderr: a bar on a terminal, plain lines otherwise (default on)",
     )
 
 
 # ---------------------------------------------------------------------------------------------- handlers
 
 
-class _Session:
-    """What every handler does around the sampling itself: checks, model, progress, writing, summary."""
+def _count(args: argparse.Namespace) -> int:
+    from drumdiff.errors import DrumdiffError
 
-    def __init__(self, args: argparse.Namespace, operation: str) -> None:
-        import torch
-
-        from drumdiff.errors import DrumdiffError
-        from drumdiff.outputs import prepare_folder
-        from drumdiff.pipeline import SamplingOptions
-
-        self.args = args
-        self.operation = operation
-        # checked here, before anything is written or loaded; interpolate has no --sampler/--schedule
-        self.options = SamplingOptions.of(
-            steps=args.steps,
-            guidance=args.guidance,
-            batch_size=args.batch_size,
-            **{name: getattr(args, name) for name in ("sampler", "schedule") if hasattr(args, name)},
+    if not 1 <= args.n <= MAX_CLIPS:
+        raise DrumdiffError(
+            f"-n must be from 1 to {MAX_CLIPS} clips, got {args.n}"
+            + ("; split a larger job into several requests" if args.n > MAX_CLIPS else "")
         )
-        if args.n is not None and args.n < 1:
-            raise DrumdiffError(f"-n must be at least 1, got {args.n}")
-        if args.sample_rate is not None and args.sample_rate < 1000:
-            raise DrumdiffError(f"--sample-rate must be a rate in Hz, got {args.sample_rate}")
-        if args.threads is not None:
-            if args.threads < 1:
-                raise DrumdiffError(f"--threads must be at least 1, got {args.threads}")
-            torch.set_num_threads(args.threads)
-        self.seed: int | None = None  # interpolate draws no noise
-        if hasattr(args, "seed"):
-            self.seed = args.seed if args.seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())
-        self.folder = prepare_folder(args.out)
-        from drumdiff.files import file_digest
-        from drumdiff.pipeline import load_model
-
-        self.model = load_model(args.model, device=args.device)
-        self.model_sha256 = file_digest(self.model.path)
-        self.started = time.perf_counter()
-        self.bar: Any = None
-
-    def read_input(self, path: Path):
-        """Read an input file and convert it to the model's format, warning once about what was done."""
-        from drumdiff import audio as audio_io
-        from drumdiff.pipeline import conform_audio
-
-        audio, rate = audio_io.read(path)
-        clip, done = conform_audio(audio, rate, self.model.config)
-        if done:
-            print(f"warning: {path}: {', '.join(done)} to fit the model", file=sys.stderr)
-        return clip
-
-    def progress(self, total: int):
-        if not self.args.progress:
-            return None
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc=self.operation, unit="step", file=sys.stderr, leave=False)
-        return self.bar.update
-
-    def finish(self, clips, *, stems: list[str], extra: list[dict[str, Any]]) -> int:
-        import torch
-
-        from drumdiff import __version__
-        from drumdiff import audio as audio_io
-        from drumdiff.outputs import write_clips
-
-        if self.bar is not None:
-            self.bar.close()
-        seconds = time.perf_counter() - self.started
-        rate = self.model.sample_rate
-        if self.args.sample_rate and self.args.sample_rate != rate:
-            clips = torch.stack([audio_io.resample(c, rate, self.args.sample_rate) for c in clips])
-            rate = self.args.sample_rate
-        base = {
-            "operation": self.operation,
-            "model": {"path": str(self.model.path), "sha256": self.model_sha256},
-            "class_name": self.args.class_name,
-            "sampler": getattr(self.args, "sampler", "ddim"),  # interpolate inverts and decodes with DDIM
-            "schedule": self.options.schedule,
-            "steps": self.options.steps,
-            "guidance": self.options.guidance,
-            "n": len(clips),
-            "batch_size": self.options.batch_size,
-            "sample_rate": rate,
-            "format": self.args.format,
-            "device": str(self.model.device),
-            "threads": torch.get_num_threads(),
-            "drumdiff_version": __version__,
-            "torch_version": torch.__version__,
-        }
-        timing = {
-            "timing": {"seconds_per_clip": round(seconds / len(clips), 4), "unix_time": round(time.time(), 3)}
-        }
-        if self.seed is not None:
-            base["request_seed"] = self.seed
-        records = [{**base, **e, **timing} for e in extra]
-        paths = write_clips(
-            self.folder, clips, stems=stems, records=records, sample_rate=rate, format=self.args.format
-        )
-        if self.args.plot:
-            from drumdiff.plots import save_clips_png
-
-            png = self.folder / f"{paths[0].stem}.png"
-            save_clips_png(png, clips, sample_rate=rate, titles=[p.stem for p in paths])
-            print(png)
-        for path in paths:
-            print(path)
-        seed = "" if self.seed is None else f", seed {self.seed}"
-        print(
-            f"{self.operation}: {len(clips)} clip(s) in {seconds:.1f} s "
-            f"({seconds / len(clips):.2f} s per clip{seed}) -> {self.folder}",
-            file=sys.stderr,
-        )
-        return 0
-
-    def sampling_kwargs(self, n: int) -> dict[str, Any]:
-        """The keyword arguments every seeded sampling call of the pipeline shares."""
-        return dict(n=n, seed=self.seed, class_name=self.args.class_name, options=self.options)
-
-    def seeded(self, stem: str, n: int, **fields: Any) -> dict[str, list]:
-        """File stems `STEM_seedS_III` and per-clip record fields for n clips seeded SEED + i."""
-        seeds = [self.seed + i for i in range(n)]
-        return {
-            "stems": [f"{stem}_seed{s}_{i:03d}" for i, s in enumerate(seeds)],
-            "extra": [{"index": i, "seed": s, **fields} for i, s in enumerate(seeds)],
-        }
-
-    def input_label(self, path: Path) -> str:
-        from drumdiff.outputs import safe_label
-
-        return safe_label(path.stem)
-
-    def label(self) -> str:
-        from drumdiff.outputs import safe_label
-
-        if self.args.class_name:
-            return safe_label(self.args.class_name)
-        names = self.model.class_names
-        return safe_label(names[0]) if len(names) == 1 else "drum"
-
-
-def _batches(n: int, size: int) -> int:
-    return -(-n // size)
+    return args.n
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    session = _Session(args, "generate")
-    n = args.n or 4
-    tick = session.progress(_batches(n, args.batch_size) * args.steps)
-    clips = session.model.generate(**session.sampling_kwargs(n), progress=tick)
-    return session.finish(clips, **session.seeded(session.label(), n))
+    session = Session(args, "generate", n=_count(args))
+    return session.run(
+        lambda first, count, tick: session.model.generate(**session.sampling_kwargs(first, count, tick)),
+        steps_per_batch=args.steps,
+        **session.seeded(session.label()),
+    )
 
 
 def run_vary(args: argparse.Namespace) -> int:
@@ -270,13 +223,16 @@ def run_vary(args: argparse.Namespace) -> int:
 
     if not 0 < args.strength <= 1:
         raise DrumdiffError(f"--strength must be in (0, 1], got {args.strength}")
-    session = _Session(args, "vary")
+    session = Session(args, "vary", n=_count(args))
     clip = session.read_input(args.input)
-    n = args.n or 1
-    tick = session.progress(_batches(n, args.batch_size) * vary_steps(args.steps, args.strength))
-    clips = session.model.vary(clip, strength=args.strength, **session.sampling_kwargs(n), progress=tick)
     stem = f"{session.input_label(args.input)}_vary{args.strength:g}"
-    return session.finish(clips, **session.seeded(stem, n, input=str(args.input), strength=args.strength))
+    return session.run(
+        lambda first, count, tick: session.model.vary(
+            clip, strength=args.strength, **session.sampling_kwargs(first, count, tick)
+        ),
+        steps_per_batch=vary_steps(args.steps, args.strength),
+        **session.seeded(stem, input=str(args.input), strength=args.strength),
+    )
 
 
 def run_inpaint(args: argparse.Namespace) -> int:
@@ -284,40 +240,56 @@ def run_inpaint(args: argparse.Namespace) -> int:
 
     if not (math.isfinite(args.keep_ms) and args.keep_ms > 0):
         raise DrumdiffError(f"--keep-ms must be a positive number of milliseconds, got {args.keep_ms}")
-    session = _Session(args, "inpaint")
+    session = Session(args, "inpaint", n=_count(args))
     clip = session.read_input(args.input)
-    keep = round(args.keep_ms * session.model.sample_rate / 1000)
-    if keep >= session.model.length:
-        raise DrumdiffError(f"--keep-ms {args.keep_ms} keeps the whole clip; nothing would be regenerated")
-    n = args.n or 1
-    tick = session.progress(_batches(n, args.batch_size) * args.steps)
-    clips = session.model.inpaint(clip, keep=(0, keep), **session.sampling_kwargs(n), progress=tick)
+    rate, length = session.model.sample_rate, session.model.length
+    samples = args.keep_ms * rate / 1000
+    keep = max(1, round(samples)) if samples < length else length  # at least the first sample
+    if keep >= length:
+        raise DrumdiffError(
+            f"--keep-ms {args.keep_ms:g} keeps the whole clip ({length / rate * 1000:.1f} ms); "
+            "nothing would be regenerated"
+        )
     stem = f"{session.input_label(args.input)}_inpaint"
-    return session.finish(clips, **session.seeded(stem, n, input=str(args.input), keep_ms=args.keep_ms))
+    return session.run(
+        lambda first, count, tick: session.model.inpaint(
+            clip, keep=(0, keep), **session.sampling_kwargs(first, count, tick)
+        ),
+        steps_per_batch=args.steps,
+        **session.seeded(stem, input=str(args.input), keep_ms=args.keep_ms, keep_samples=keep),
+    )
 
 
 def run_interpolate(args: argparse.Namespace) -> int:
     from drumdiff.errors import DrumdiffError
 
-    if args.frames < 2:
-        raise DrumdiffError(f"--frames must be at least 2, got {args.frames}")
-    session = _Session(args, "interpolate")
+    if not 2 <= args.frames <= MAX_FRAMES:
+        raise DrumdiffError(f"--frames must be from 2 to {MAX_FRAMES}, got {args.frames}")
+    session = Session(args, "interpolate", n=args.frames)
     a, b = session.read_input(args.input_a), session.read_input(args.input_b)
-    tick = session.progress((args.steps - 1) + _batches(args.frames, args.batch_size) * args.steps)
-    clips = session.model.interpolate(
-        a, b, frames=args.frames, class_name=args.class_name, options=session.options, progress=tick
-    )
+    decode_batches = -(-args.frames // args.batch_size)
+
+    def make_batch(first: int, count: int, tick: Any):
+        return session.model.interpolate(
+            a, b, frames=count, class_name=session.class_name, options=session.options, progress=tick
+        )
+
     pair = f"{session.input_label(args.input_a)}_to_{session.input_label(args.input_b)}"
-    stems = [f"{pair}_{i:03d}" for i in range(args.frames)]
-    extra = [
-        {"index": i, "weight": i / (args.frames - 1), "inputs": [str(args.input_a), str(args.input_b)]}
-        for i in range(args.frames)
-    ]
-    return session.finish(clips, stems=stems, extra=extra)
+    weights = [i / (args.frames - 1) for i in range(args.frames)]
+    return session.run(
+        make_batch,  # one call: the inversion is shared by every frame
+        stems=[f"{pair}_{i:03d}" for i in range(args.frames)],
+        extra=[
+            {"index": i, "weight": w, "inputs": [str(args.input_a), str(args.input_b)]}
+            for i, w in enumerate(weights)
+        ],
+        steps_per_batch=(args.steps - 1) + decode_batches * args.steps,
+        batch_size=args.frames,
+    )
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from drumdiff.pipeline import list_models, user_model_dir
+    from drumdiff.modelfile import list_models, user_model_dir  # torch-free: listing is instant
 
     entries = list_models()
     print("Models are looked up as: 1. a path, 2. a shipped model name, 3. a user model name")

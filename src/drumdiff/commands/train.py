@@ -16,7 +16,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data_dir", metavar="DATA_DIR", type=Path, help="folder made by `drumdiff data prepare`")
     p.add_argument(
-        "--run-dir", required=True, type=Path, help="folder for checkpoints, previews, logs, config.json"
+        "--run-dir",
+        required=True,
+        type=Path,
+        help="folder for checkpoints, previews, logs, config.json (required)",
     )
     p.add_argument("--preset", help="model layout: seed, small (default), tiny, or a .json file")
     p.add_argument("--max-steps", type=int, help="optimizer steps to train in total (default 20000)")
@@ -55,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train the first --crop-steps steps on the first N samples of each clip (the attack; default 0: off)",
     )
     p.add_argument("--crop-steps", type=int, help="steps trained on --crop-length crops (default 0)")
-    p.add_argument("--seed", type=int, help="seed of weights, data order and noise (default 0)")
+    p.add_argument("--seed", type=int, help="seed of weights, data order and noise, 0 to 2^64-1 (default 0)")
     p.add_argument(
         "--checkpoint-every",
         type=int,
@@ -71,8 +74,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--strategy", choices=("auto", "ddp"), help="distribution strategy (default auto)")
     p.add_argument("--num-nodes", type=int, help="machines taking part (default 1); see docs/training.md")
-    p.add_argument("--resume", action="store_true", help="continue RUN from RUN/checkpoints/last.ckpt")
-    p.add_argument("--init-from", metavar="MODEL", help="fine-tune from a .safetensors model file")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue RUN from RUN/checkpoints/last.ckpt (default: a new run)",
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="fine-tune from a .safetensors model file (default: fresh weights)",
+    )
     p.add_argument(
         "--logger",
         choices=("tensorboard", "wandb", "csv", "none"),
@@ -81,22 +92,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--memory-budget",
         metavar="SIZE",
-        help="e.g. 2GB: probe real steps and choose batch size, accumulation, precision and checkpointing",
+        help="e.g. 2GB: probe real steps and choose batch size, accumulation, precision and checkpointing "
+        "(default: no probing, the flags as given)",
     )
     p.add_argument(
-        "--overwrite", action="store_true", help="delete RUN's checkpoints, previews and logs first"
+        "--overwrite",
+        action="store_true",
+        help="delete RUN's checkpoints, previews and logs first (default: refuse a run folder with checkpoints)",
     )
     p.set_defaults(func=run_train)
 
     e = subparsers.add_parser(
         "export",
         help="write a run's EMA weights as a .safetensors model file",
-        description="Export the EMA weights of a run (or a .ckpt) with config, class names and provenance.",
+        description="Export the EMA weights of a run (or a .ckpt) with config, class names and provenance. "
+        "An existing OUT is replaced only with --force; weights that hold NaN or Inf are refused.",
     )
     e.add_argument("source", metavar="RUN_OR_CKPT", type=Path, help="a run folder or a training checkpoint")
     e.add_argument("out", metavar="OUT.safetensors", type=Path, help="model file to write")
     e.add_argument(
-        "--fp16", action=argparse.BooleanOptionalAction, default=False, help="store weights as fp16"
+        "--fp16",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="store weights as fp16, half the size (default float32)",
+    )
+    e.add_argument(
+        "--force", action="store_true", help="replace OUT if it exists (default: refuse to overwrite)"
     )
     e.set_defaults(func=run_export)
 
@@ -150,6 +171,6 @@ def run_export(args: argparse.Namespace) -> int:
     """Handler of `drumdiff export`."""
     from drumdiff.training.checkpoint import export_model
 
-    out = export_model(args.source, args.out, fp16=args.fp16)
+    out = export_model(args.source, args.out, fp16=args.fp16, force=args.force)
     print(out)
     return 0

@@ -17,10 +17,11 @@ import torch
 from torch import Tensor
 
 from drumdiff import audio as audio_io
+from drumdiff.data.manifest import SPLITS
 from drumdiff.errors import DrumdiffError
 from drumdiff.evaluation.metrics import artifact_metrics
 
-Split = Literal["all", "train", "val"]
+Split = Literal["all", "train", "val", "test"]
 
 
 @dataclass
@@ -78,11 +79,19 @@ def list_clips(folder: str | os.PathLike, *, split: Split = "all") -> list[tuple
             raise DrumdiffError(f"{manifest_path}: cannot read the dataset manifest ({error})") from error
         if isinstance(manifest, dict) and manifest.get("format") == "drumdiff-dataset":
             items = manifest.get("items", [])
-            return [
+            chosen = [
                 (root / item["path"], item["path"], item.get("class"))
                 for item in items
                 if split == "all" or item.get("split") == split
             ]
+            if items and not chosen:
+                counts = {name: sum(item.get("split") == name for item in items) for name in SPLITS}
+                held = ", ".join(f"{counts[name]} {name}" for name in SPLITS)
+                raise DrumdiffError(
+                    f"{root}: the prepared dataset has no {split} clips ({held}); "
+                    f"choose another split (all, {', '.join(SPLITS)})"
+                )
+            return chosen
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))

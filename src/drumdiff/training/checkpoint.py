@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 from drumdiff.config import ModelConfig
 from drumdiff.errors import DrumdiffError, ModelFileError
 from drumdiff.files import atomic_path, check_format
+from drumdiff.modelfile import check_new_file, file_kind, non_finite
 
 CHECKPOINT_FORMAT = "drumdiff-train-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -37,15 +39,55 @@ def _serialize(obj: Any, file: Any) -> None:
 
 
 def write_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically (temp file, fsync, rename). A failure leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write atomically (temp file, fsync, rename). A failure leaves the previous checkpoint intact.
+
+    Refuses weights that hold NaN or Inf (the run diverged): the last good checkpoint stays the resumable one.
+    """
+    bad = [part for part in ("model", "ema") if part in state and non_finite(state[part])]
+    if bad:
+        kept = f"the last good {path.name} is kept" if path.exists() else "no checkpoint was written"
+        raise DrumdiffError(
+            f"step {state.get('step')}: the {' and '.join(bad)} weights hold NaN or Inf (training diverged); "
+            f"{kept}; start again with a lower --lr"
+        )
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, suffix=TEMP_SUFFIX, fsync=True) as tmp, open(tmp, "wb") as handle:
             _serialize(state, handle)
-    except OSError as error:
-        reason = "the disk is full" if error.errno == errno.ENOSPC else (error.strerror or str(error))
+    except (OSError, RuntimeError) as error:  # torch.save reports a failed write as a RuntimeError
         kept = f"; the previous {path.name} is kept" if path.exists() else ""
-        raise DrumdiffError(f"cannot write checkpoint {path}: {reason}{kept}") from error
+        raise DrumdiffError(
+            f"cannot write checkpoint {path}: {_write_failure(path, state, error)}{kept}"
+        ) from error
+
+
+def _write_failure(path: Path, state: dict[str, Any], error: BaseException) -> str:
+    """Why a checkpoint write failed, in words ("the disk is full" when it looks like that)."""
+    if isinstance(error, OSError):
+        return (
+            "the disk is full"
+            if error.errno in (errno.ENOSPC, errno.EDQUOT)
+            else error.strerror or str(error)
+        )
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < _tensor_bytes(state):
+        return f"the disk is full ({free / 1e6:.0f} MB free)"
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return f"torch could not write it ({first[:120]}; is the disk full?)"
+
+
+def _tensor_bytes(value: Any) -> int:
+    """Bytes of the tensors in a nest of dicts and lists: about the size of the checkpoint."""
+    if isinstance(value, Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -53,6 +95,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"checkpoint {path} does not exist")
+    kind = file_kind(path)
+    if kind == "safetensors":
+        raise ModelFileError(f"{path} is a .safetensors file, not a drumdiff training checkpoint")
+    if kind != "torch":
+        what = {"empty": "an empty file", "text": "a text file"}.get(kind, "not a PyTorch file")
+        raise ModelFileError(f"{path} is not a drumdiff training checkpoint ({what})")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure means a bad file
@@ -65,6 +113,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} is not a readable drumdiff training checkpoint (damaged, truncated, or holding more than "
             f"plain tensors): {type(error).__name__}: {detail[:160]}"
         ) from error
+    if isinstance(state, dict) and "format" not in state:
+        raise ModelFileError(
+            f"{path} is not a drumdiff training checkpoint (it has no format); an original "
+            "tiny-audio-diffusion checkpoint becomes a model file with `drumdiff convert`"
+        )
     check_format(
         state,
         source=path,
@@ -110,18 +163,29 @@ def plain(value: Any) -> Any:
         return str(value)
 
 
-def export_model(source: str | os.PathLike, out: str | os.PathLike, *, fp16: bool = False) -> Path:
-    """EMA weights of a run (RUN folder or .ckpt) -> an inference `.safetensors` model file."""
+def export_model(
+    source: str | os.PathLike, out: str | os.PathLike, *, fp16: bool = False, force: bool = False
+) -> Path:
+    """EMA weights of a run (RUN folder or .ckpt) -> an inference `.safetensors` model file.
+
+    An existing `out` is replaced only with `force`; weights that hold NaN or Inf are refused.
+    """
     from drumdiff.modelfile import save_model_file
 
-    source = Path(source)
+    source, out = Path(source), Path(out)
+    if out.suffix != ".safetensors":
+        raise DrumdiffError(f"output {out} must end in .safetensors")
+    check_new_file(out, force=force)
     ckpt = checkpoint_path(source) if source.is_dir() else source
     if source.is_dir() and not ckpt.is_file():
         raise DrumdiffError(f"{source} has no checkpoints/last.ckpt; train first or name a .ckpt file")
     state = load_checkpoint(ckpt)
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise DrumdiffError(f"output {out} must end in .safetensors")
+    bad = non_finite(state["ema"])
+    if bad:
+        raise DrumdiffError(
+            f"{ckpt}: the EMA weights of step {state['step']} hold NaN or Inf in {len(bad)} tensors "
+            f"({', '.join(bad[:3])}): training diverged; nothing exported"
+        )
     provenance = {
         **state.get("provenance", {}),
         "checkpoint": str(ckpt.resolve()),

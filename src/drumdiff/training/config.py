@@ -17,6 +17,7 @@ DEFAULT_CHECKPOINT_SECONDS = 300.0  # "--checkpoint-every 0": about every 5 minu
 DEFAULT_PREVIEW_SECONDS = 900.0  # "--preview-every 0": about every 15 minutes
 PRECISIONS = ("32", "16-mixed", "bf16-mixed")
 LOSS_WEIGHTS = ("v", "min-snr")
+SEED_MAX = 2**64 - 1  # torch.manual_seed's range
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,24 @@ class TrainConfig:
             raise DrumdiffError(f"--strategy {self.strategy!r}: choose auto or ddp")
         if self.loss_weight not in LOSS_WEIGHTS:
             raise DrumdiffError(f"--loss-weight {self.loss_weight!r}: choose {', '.join(LOSS_WEIGHTS)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise DrumdiffError(f"--lr must be a positive number, got {self.lr}")
+        if not (
+            math.isfinite(self.lr) and self.lr >= 0
+        ):  # 0 is allowed: the weights stay (a test of a setup)
+            raise DrumdiffError(f"--lr must be a positive number (or 0), got {self.lr}")
         if not (math.isfinite(self.min_snr_gamma) and self.min_snr_gamma > 0):
             raise DrumdiffError(f"--min-snr-gamma must be a positive number, got {self.min_snr_gamma}")
         if not math.isfinite(self.log_snr_shift):
             raise DrumdiffError(f"--log-snr-shift must be a finite number, got {self.log_snr_shift}")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise DrumdiffError(f"--seed must be a whole number from 0 to {SEED_MAX}, got {self.seed}")
+        if self.checkpoint_every < 0:
+            raise DrumdiffError(
+                f"--checkpoint-every must be 0 (about every 5 min) or more, got {self.checkpoint_every}"
+            )
+        if self.preview_every < -1:
+            raise DrumdiffError(
+                f"--preview-every must be -1 (never), 0 (about every 15 min) or more, got {self.preview_every}"
+            )
         if self.crop_length < 0 or self.crop_steps < 0 or bool(self.crop_length) != bool(self.crop_steps):
             raise DrumdiffError(
                 "--crop-length and --crop-steps go together and must be positive "

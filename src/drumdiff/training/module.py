@@ -79,6 +79,10 @@ class DiffusionTrainer(pl.LightningModule):
         self._window_loss = 0.0
         self._last_checkpoint_time = time.monotonic()
         self._last_preview_time = time.monotonic()
+        # Ctrl-C in a single-process run sets stop_requested (drumdiff.training.run): the step finishes, a
+        # checkpoint is written and the run stops at `stopped_at`.
+        self.stop_requested = False
+        self.stopped_at: int | None = None
 
     # ----- data
     def train_dataloader(self) -> DataLoader:
@@ -206,18 +210,21 @@ class DiffusionTrainer(pl.LightningModule):
             do_preview = self.step % cfg.preview_every == 0
         else:
             do_preview = cfg.preview_every == 0 and now - self._last_preview_time >= DEFAULT_PREVIEW_SECONDS
+        stop = self.stop_requested and not last
         if self.trainer.is_global_zero:
             self._log({"loss": self.last_loss, "lr": self.optimizers().param_groups[0]["lr"]})
-            if do_checkpoint or last:
+            if do_checkpoint or last or stop:
                 self.validate_now()
                 self.save_checkpoint()
-            if (do_preview or (last and cfg.preview_every >= 0)) and cfg.preview_count > 0:
+            if (do_preview or (last and cfg.preview_every >= 0)) and cfg.preview_count > 0 and not stop:
                 self.preview()
         if do_checkpoint or last:
             self._last_checkpoint_time = time.monotonic()
         if do_preview:
             self._last_preview_time = time.monotonic()
-        if last:
+        if stop:
+            self.stopped_at = self.step
+        if last or stop:
             self.trainer.should_stop = True
 
     def _log(self, metrics: dict[str, float]) -> None:
@@ -382,7 +389,8 @@ class DiffusionTrainer(pl.LightningModule):
 
 
 class ProgressBar(pl.Callback):
-    """One tqdm bar over optimizer steps with loss, validation loss and samples/s (rank 0 only)."""
+    """Progress over optimizer steps with loss, validation loss and samples/s (rank 0 only): a bar on a
+    terminal, a plain line about every 10 s in a log (`drumdiff.progress.Progress`)."""
 
     def __init__(self) -> None:
         self.bar: Any = None
@@ -392,11 +400,9 @@ class ProgressBar(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, module: DiffusionTrainer) -> None:  # type: ignore[override]
         if not trainer.is_global_zero:
             return
-        from tqdm.auto import tqdm
+        from drumdiff.progress import Progress
 
-        self.bar = tqdm(
-            total=module.cfg.max_steps, initial=module.step, desc="train", unit="step", dynamic_ncols=True
-        )
+        self.bar = Progress(module.cfg.max_steps, initial=module.step, desc="train", unit="step", leave=True)
         self._t0, self._step0 = time.monotonic(), module.step
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: DiffusionTrainer, *args: Any) -> None:  # type: ignore[override]
@@ -405,10 +411,10 @@ class ProgressBar(pl.Callback):
         cfg = module.cfg
         elapsed = max(1e-9, time.monotonic() - self._t0)
         samples = (module.step - self._step0) * cfg.batch_size * cfg.accumulate * trainer.world_size
-        self.bar.update(module.step - self.bar.n)
         self.bar.set_postfix(
             loss=f"{module.last_loss:.4f}", val=f"{module.last_val:.4f}", sps=f"{samples / elapsed:.2f}"
         )
+        self.bar.update(module.step - self.bar.n)
 
     def on_train_end(self, trainer: pl.Trainer, module: DiffusionTrainer) -> None:  # type: ignore[override]
         if self.bar is not None:
@@ -417,3 +423,13 @@ class ProgressBar(pl.Callback):
 
     def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
         self.on_train_end(trainer, module)  # type: ignore[arg-type]
+
+
+class InterruptWatch(pl.Callback):
+    """Notes whether Lightning's fit ended on a KeyboardInterrupt (which Lightning turns into exit 1)."""
+
+    interrupted = False
+
+    def on_exception(self, trainer: pl.Trainer, module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.interrupted = True

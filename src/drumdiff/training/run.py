@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import math
+import secrets
 import shutil
 import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +20,11 @@ from torch import nn
 from drumdiff import __version__
 from drumdiff.config import ModelConfig, load_preset
 from drumdiff.errors import DrumdiffError
-from drumdiff.files import write_json
-from drumdiff.training import checkpoint
+from drumdiff.files import atomic_path, write_json
+from drumdiff.training import checkpoint, console
 from drumdiff.training.config import TrainConfig, format_size, parse_size
 from drumdiff.training.memory import MemoryChoice, probe_memory
-from drumdiff.training.module import DiffusionTrainer, ProgressBar
+from drumdiff.training.module import DiffusionTrainer, InterruptWatch, ProgressBar
 from drumdiff.training.stream import DataInfo, inspect_data_dir, is_rank_zero, open_split
 
 
@@ -67,14 +69,21 @@ def train(
     if module.step >= plan.cfg.max_steps:
         log(f"{ckpt_path} is already at step {module.step} (--max-steps {plan.cfg.max_steps}); nothing to do")
         return module
-    trainer = _make_trainer(plan.cfg, request.run_dir, callbacks=callbacks)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(does not have many workers|infinite|inf\\b).*")
-        warnings.filterwarnings(
-            "ignore", message=".*module\\(s\\) in eval mode.*"
-        )  # the EMA copy, on purpose
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-        trainer.fit(module)
+    resumed_at = module.step if plan.resume_state is not None else None
+    watch = InterruptWatch()
+    with console.plain_warnings(log), console.quiet_lightning():
+        trainer = _make_trainer(
+            plan.cfg, request.run_dir, callbacks=[watch, *callbacks], resumed_at=resumed_at, module=module
+        )
+        try:
+            with console.stop_on_ctrl_c(module, world=plan.cfg.devices * plan.cfg.num_nodes, log=log):
+                trainer.fit(module)
+        except SystemExit:  # Lightning's answer to a KeyboardInterrupt: exit 1 after its own text
+            if watch.interrupted:
+                raise KeyboardInterrupt(console.resume_hint(request, module, stopped=False)) from None
+            raise
+    if module.stopped_at is not None:
+        raise KeyboardInterrupt(console.resume_hint(request, module, stopped=True))
     if trainer.is_global_zero and module.step >= plan.cfg.max_steps:
         log(f"done: step {module.step}, checkpoint {ckpt_path}")
     return module
@@ -186,7 +195,8 @@ def _load_model_file(model_path: str) -> Any:
     from drumdiff.modelfile import load_model_file
 
     if not Path(model_path).is_file():
-        raise DrumdiffError(f"--init-from: model file {model_path} does not exist")
+        what = "is a folder, not a model file" if Path(model_path).is_dir() else "does not exist"
+        raise DrumdiffError(f"--init-from: model file {model_path} {what}")
     return load_model_file(model_path, device="cpu")
 
 
@@ -373,27 +383,87 @@ def _init_weights(
 # -------------------------------------------------------------------------------------------- running
 
 
-def _make_logger(name: str, run_dir: Path) -> Any:
+def _make_logger(name: str, run_dir: Path, *, resumed_at: int | None, module: DiffusionTrainer) -> Any:
+    """The metrics logger. On --resume every logger keeps the run's history up to the checkpoint's step
+    (`resumed_at`) and continues it: what was logged after that step, and lost with the process, is dropped."""
     from lightning.pytorch import loggers
 
     if name == "none":
         return False
     if name == "tensorboard":
+        # purge_step hides the earlier event files' steps after the checkpoint (the new run logs them again)
+        purge = {"purge_step": resumed_at + 1} if resumed_at is not None else {}
         return loggers.TensorBoardLogger(
-            save_dir=str(run_dir), name="logs", version="", default_hp_metric=False
+            save_dir=str(run_dir), name="logs", version="", default_hp_metric=False, **purge
         )
     if name == "csv":
-        return loggers.CSVLogger(save_dir=str(run_dir), name="logs", version="")
+        return _history_csv_logger(run_dir, keep_through=-1 if resumed_at is None else resumed_at)
     if name == "wandb":
         try:
             import wandb  # noqa: F401
         except ImportError as error:
             raise DrumdiffError("--logger wandb needs the wandb package: pip install wandb") from error
-        return loggers.WandbLogger(project="drumdiff", save_dir=str(run_dir), name=run_dir.name)
+        # one W&B run per drumdiff run: its id travels in the checkpoint, so --resume continues the same run
+        run_id = module.provenance.setdefault("wandb_run_id", secrets.token_hex(4))
+        return loggers.WandbLogger(
+            project="drumdiff", save_dir=str(run_dir), name=run_dir.name, id=run_id, resume="allow"
+        )
     raise DrumdiffError(f"unknown logger {name!r}; choose tensorboard, wandb, csv or none")
 
 
-def _make_trainer(cfg: TrainConfig, run_dir: Path, *, callbacks: Sequence[pl.Callback]) -> pl.Trainer:
+def _history_csv_logger(run_dir: Path, *, keep_through: int) -> Any:
+    """Lightning's CSVLogger, except that an existing RUN/logs/metrics.csv is continued, not deleted: its
+    rows up to step `keep_through` stay (-1: none, a fresh run)."""
+    from lightning.pytorch import loggers
+    from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+    from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+    class HistoryWriter(ExperimentWriter):
+        def _check_log_dir_exists(self) -> None:  # Lightning's deletes metrics.csv here
+            self.metrics_keys = _keep_csv_rows(Path(self.metrics_file_path), keep_through)
+
+    class HistoryCSVLogger(loggers.CSVLogger):
+        @property
+        @rank_zero_experiment
+        def experiment(self) -> Any:
+            if self._experiment is None:
+                self._fs.makedirs(self.root_dir, exist_ok=True)
+                self._experiment = HistoryWriter(log_dir=self.log_dir)
+            return self._experiment
+
+    return HistoryCSVLogger(save_dir=str(run_dir), name="logs", version="")
+
+
+def _keep_csv_rows(path: Path, keep_through: int) -> list[str]:
+    """Rewrite a metrics CSV with only its rows of step <= keep_through (atomically); returns its columns."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        columns = list(reader.fieldnames or [])
+        rows = [row for row in reader if _csv_step(row) <= keep_through]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return sorted(columns)
+
+
+def _csv_step(row: dict[str, str]) -> float:
+    try:
+        return float(row.get("step") or "inf")
+    except ValueError:
+        return math.inf
+
+
+def _make_trainer(
+    cfg: TrainConfig,
+    run_dir: Path,
+    *,
+    callbacks: Sequence[pl.Callback],
+    resumed_at: int | None = None,
+    module: DiffusionTrainer,
+) -> pl.Trainer:
     """The Lightning Trainer for `DiffusionTrainer`, which does its own stopping, progress bar, checkpoints,
     validation, data sharding and mixed precision: Lightning's versions of those are switched off.
     """
@@ -408,7 +478,7 @@ def _make_trainer(cfg: TrainConfig, run_dir: Path, *, callbacks: Sequence[pl.Cal
         num_nodes=cfg.num_nodes,
         strategy=strategy,
         precision="32-true",  # autocast and the GradScaler belong to TrainStep (cfg.precision)
-        logger=_make_logger(cfg.logger, run_dir),
+        logger=_make_logger(cfg.logger, run_dir, resumed_at=resumed_at, module=module),
         callbacks=[ProgressBar(), *callbacks],
         max_epochs=-1,
         max_steps=-1,
