@@ -630,3 +630,18 @@ def test_resume_keeps_the_tensorboard_history_once(
     events.Reload()
     assert [e.step for e in events.Scalars("loss")] == [1, 2, 3, 4]
     assert [e.step for e in events.Scalars("val_loss")] == [0, 2, 4]
+
+
+def test_resume_may_change_the_learning_rate_and_keeps_the_rest(
+    tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert _train(data2, run, "--checkpoint-every", "1", steps=1) == 0
+    capsys.readouterr()
+    assert (
+        _train(data2, run, "--resume", "--lr", "3e-4", "--seed", "9", "--checkpoint-every", "1", steps=2) == 0
+    )
+    err = capsys.readouterr().err
+    assert "ignoring --seed" in err and "--lr" not in err.split("ignoring", 1)[1].splitlines()[0]
+    saved = _ckpt(run)
+    assert saved["step"] == 2 and saved["train_config"]["lr"] == 3e-4 and saved["train_config"]["seed"] == 0

@@ -41,8 +41,9 @@ class TrainRequest:
     memory_budget: str | None = None
 
 
-# Flags that may change on --resume without breaking the run (the rest come from the checkpoint).
-RESUMABLE_OVERRIDES = ("max_steps", "checkpoint_every", "preview_every", "logger", "num_workers")
+# Flags that may change on --resume without breaking the run (the rest come from the checkpoint). The data
+# order and all randomness stay exact; --lr sets the peak learning rate from the resumed step on.
+RESUMABLE_OVERRIDES = ("max_steps", "checkpoint_every", "preview_every", "logger", "num_workers", "lr")
 
 
 @dataclass(frozen=True)
