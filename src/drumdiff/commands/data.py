@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -26,19 +27,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     prepare.add_argument("sources", nargs="+", metavar="SRC", help="folders (or files) to import")
     prepare.add_argument(
-        "--out", required=True, metavar="DIR", help="output dataset folder (created if needed)"
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output dataset folder (required; created if needed)",
     )
     prepare.add_argument(
         "--classes",
         choices=("none", "folders", "hydrogen", "kits"),
         default="none",
         help="none: one class; folders: first folder level under SRC; hydrogen: drumkit.xml instrument names; "
-        "kits: Hydrogen, SoundFont (.sf2/.sf3) and SFZ kits by their names and GM notes, other files by name",
+        "kits: Hydrogen, SoundFont (.sf2/.sf3) and SFZ kits by their names and GM notes, other files by name "
+        "(default: none)",
     )
     prepare.add_argument(
         "--mapping",
         metavar="FILE.json",
-        help='with --classes hydrogen/kits: {"class": ["name part", ...]} (first match wins, "*" matches all)',
+        help='with --classes hydrogen/kits: {"class": ["name part", ...]} (first match wins, "*" matches all; '
+        "default: the built-in table of docs/data.md)",
     )
     prepare.add_argument(
         "--soundfont-presets",
@@ -51,41 +57,57 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="SRC",
-        help="another source whose every item gets split test (a held-out source; repeatable)",
+        help="another source whose every item gets split test (a held-out source; repeatable; default: none)",
     )
     prepare.add_argument(
         "--license",
         action="append",
         default=[],
         metavar="PATH=TEXT",
-        help="licence of every input under PATH, for the manifest's provenance (repeatable; longest PATH wins)",
+        help="licence of every input under PATH, for the manifest's provenance (repeatable; longest PATH wins; "
+        "default: the licence a kit states, else unknown)",
     )
     prepare.add_argument(
         "--near-duplicates",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="leave out clips nearly the same as a clip kept in another split",
+        help="leave out clips nearly the same as a clip kept in another split (default: on)",
     )
     prepare.add_argument(
-        "--normalize", choices=("peak", "lufs", "none"), default="peak", help="loudness normalization"
+        "--normalize",
+        choices=("peak", "lufs", "none"),
+        default="peak",
+        help="loudness normalization (default: peak)",
     )
     prepare.add_argument(
-        "--peak-db", type=float, default=-1.0, metavar="DB", help="peak level in dBFS (and the LUFS ceiling)"
+        "--peak-db",
+        type=float,
+        default=-1.0,
+        metavar="DB",
+        help="peak level in dBFS, above -60 and at most 0 (and the LUFS ceiling; default: -1)",
     )
     prepare.add_argument(
-        "--lufs", type=float, default=-14.0, metavar="LUFS", help="target loudness with --normalize lufs"
+        "--lufs",
+        type=float,
+        default=-14.0,
+        metavar="LUFS",
+        help="target loudness with --normalize lufs, -50 to 0 (default: -14)",
     )
-    prepare.add_argument("--length", type=int, metavar="N", help="clip length in samples (default 32768)")
-    prepare.add_argument("--sample-rate", type=int, metavar="HZ", help="output sample rate (default 44100)")
+    prepare.add_argument("--length", type=int, metavar="N", help="clip length in samples (default: 32768)")
+    prepare.add_argument("--sample-rate", type=int, metavar="HZ", help="output sample rate (default: 44100)")
     prepare.add_argument(
         "--workers",
         type=int,
         default=min(8, os.cpu_count() or 1),
         metavar="K",
-        help="worker processes, spawn start method (default: CPU count, at most 8); 1: this process only",
+        help="worker processes, spawn start method, at most the CPU core count; 1: this process only "
+        "(default: CPU count, at most 8)",
     )
     prepare.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=True, help="show a progress bar"
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="show progress on stderr: a bar on a terminal, plain lines in a log (default: on)",
     )
     prepare.set_defaults(func=_prepare)
 
@@ -95,11 +117,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Print counts, durations and loudness per class/split of a prepared DIR; draw a PNG grid.",
     )
     inspect.add_argument("dir", metavar="DIR", help="a folder written by `drumdiff data prepare`")
-    inspect.add_argument("--png", metavar="FILE", help="where to save the grid (default DIR/inspect.png)")
+    inspect.add_argument("--png", metavar="FILE", help="where to save the grid (default: DIR/inspect.png)")
     inspect.add_argument(
-        "--examples", type=int, default=4, metavar="N", help="examples per class in the grid (0: no PNG)"
+        "--examples",
+        type=int,
+        default=4,
+        metavar="N",
+        help="examples per class in the grid (0: no PNG; default: 4)",
     )
-    inspect.add_argument("--json", action=argparse.BooleanOptionalAction, default=False, help="print JSON")
+    inspect.add_argument(
+        "--json",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="print the statistics as JSON instead of a table (default: off)",
+    )
     inspect.set_defaults(func=_inspect)
 
 
@@ -109,6 +140,13 @@ def _prepare(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise DrumdiffError(f"--workers must be at least 1, got {args.workers}")
+    cores = _cores()
+    if args.workers > cores:
+        print(
+            f"note: --workers {args.workers} is more than the {cores} CPU cores; using {cores}",
+            file=sys.stderr,
+        )
+        args.workers = cores
     if args.mapping and args.classes not in ("hydrogen", "kits"):
         raise DrumdiffError("--mapping only applies with --classes hydrogen or kits")
     licenses = []
@@ -140,6 +178,14 @@ def _prepare(args: argparse.Namespace) -> int:
     )
     print(report.summary())
     return 0
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -14,13 +14,14 @@ import math
 import multiprocessing
 import os
 import sys
+import threading
+import time
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from tqdm.auto import tqdm
 
 from drumdiff import audio as audio_io
 from drumdiff.config import ModelConfig
@@ -29,9 +30,14 @@ from drumdiff.data.manifest import REJECT_REASONS
 from drumdiff.data.regions import Region, RegionError, read_region
 from drumdiff.errors import AudioError, DrumdiffError
 from drumdiff.files import file_digest
+from drumdiff.progress import Progress
 
 MAX_DECODE_SECONDS = 120.0  # decode at most this much of each input: room for silence before the onset
 _DEFAULT_MODEL = ModelConfig()
+LUFS_RANGE = (
+    -50.0,
+    0.0,
+)  # sensible --lufs targets (a one-shot's peak then still lies above the silence floor)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,15 @@ class PrepareSettings:
             raise DrumdiffError(f"channels must be 1 or 2, got {self.channels}")
         if self.normalize not in ("peak", "lufs", "none"):
             raise DrumdiffError(f"--normalize must be peak, lufs or none, got {self.normalize!r}")
+        # Louder than 0 dBFS would clip; at or below the silence threshold every clip would be "silent".
+        if not (math.isfinite(self.peak_db) and self.silence_db < self.peak_db <= 0.0):
+            raise DrumdiffError(
+                f"--peak-db must be a level above {self.silence_db:g} and at most 0 dBFS, got {self.peak_db}"
+            )
+        if not (math.isfinite(self.lufs) and LUFS_RANGE[0] <= self.lufs <= LUFS_RANGE[1]):
+            raise DrumdiffError(
+                f"--lufs must be between {LUFS_RANGE[0]:g} and {LUFS_RANGE[1]:g} LUFS, got {self.lufs}"
+            )
 
 
 @dataclass(frozen=True)
@@ -225,24 +240,33 @@ def process_file(job: Job) -> Encoded | Rejected:
 def process_files(jobs: list[Job], *, workers: int, progress: bool) -> list[Encoded | Rejected]:
     """`process_file` over the jobs, in a spawn process pool when workers > 1, with a progress bar."""
     results: list[Encoded | Rejected | None] = [None] * len(jobs)
-    bar = tqdm(total=len(jobs), desc="prepare", unit="file", disable=not progress or not jobs)
+    bar = Progress(len(jobs), desc="prepare", unit="file") if progress and jobs else None
+    workers = min(workers, len(jobs))
     try:
-        if workers > 1 and len(jobs) > 1:
+        if workers > 1:
             context = multiprocessing.get_context("spawn")
             try:
                 with concurrent.futures.ProcessPoolExecutor(
-                    max_workers=workers, mp_context=context, initializer=_init_worker
+                    max_workers=workers,
+                    mp_context=context,
+                    initializer=_init_worker,
+                    initargs=(os.getpid(),),
                 ) as pool:
                     futures = {pool.submit(_safe_process, job): i for i, job in enumerate(jobs)}
                     try:
                         for future in concurrent.futures.as_completed(futures):
                             results[futures[future]] = future.result()
-                            bar.update()
+                            if bar is not None:
+                                bar.update()
                     except BaseException:
                         pool.shutdown(wait=False, cancel_futures=True)
                         raise
             except BrokenProcessPool as error:
-                tqdm.write(f"worker processes failed ({error}); going on in this process", file=sys.stderr)
+                line = f"worker processes failed ({error}); going on in this process"
+                if bar is not None:
+                    bar.write(line, file=sys.stderr)
+                else:
+                    print(line, file=sys.stderr)
         # One process (or what a broken pool left): one torch thread, as clips are too small to split.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -250,11 +274,13 @@ def process_files(jobs: list[Job], *, workers: int, progress: bool) -> list[Enco
             for i, job in enumerate(jobs):
                 if results[i] is None:
                     results[i] = _safe_process(job)
-                    bar.update()
+                    if bar is not None:
+                        bar.update()
         finally:
             torch.set_num_threads(threads)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     return [result for result in results if result is not None]  # all filled by now
 
 
@@ -272,8 +298,23 @@ def _safe_process(job: Job) -> Encoded | Rejected:
         return Rejected("failed", f"{job.display}: {type(error).__name__}: {error}")
 
 
-def _init_worker() -> None:
+PARENT_POLL_S = 0.5  # how often a worker checks that the process that started it is still alive
+
+
+def _init_worker(parent: int) -> None:
+    """Set up a pool worker: one torch thread, and a watcher that ends the worker once `parent` is gone.
+
+    A parent killed with SIGKILL cannot tell its workers, which would wait for jobs forever; the watcher sees
+    the worker re-parented (`os.getppid()` changes) within `PARENT_POLL_S` and exits.
+    """
     torch.set_num_threads(1)  # one process per core already
+    threading.Thread(target=_exit_with_parent, args=(parent,), name="watch-parent", daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)  # no clean-up to do: the parent's run is over, and its staged files are redone next run
 
 
 def sha1_file(path: str | os.PathLike) -> str:

@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from drumdiff import audio as audio_io
 from drumdiff.data.manifest import MANIFEST, SPLITS, load_manifest
 from drumdiff.errors import DrumdiffError
 from drumdiff.files import atomic_path, check_writable, stable_seed
+from drumdiff.progress import Progress
 
 CACHE_DIR = ".cache"
 
@@ -100,14 +100,22 @@ def build_cache(
     try:
         with atomic_path(path) as tmp:
             array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
-            for i, item in enumerate(tqdm(items, desc=f"cache {split}", unit="clip", disable=not progress)):
-                clip, rate = audio_io.read(root / item["path"])
-                if rate != manifest["sample_rate"] or tuple(clip.shape) != shape[1:]:
-                    raise DrumdiffError(
-                        f"{root / item['path']}: {tuple(clip.shape)} at {rate} Hz does not match the manifest "
-                        f"({shape[1:]} at {manifest['sample_rate']} Hz); run `drumdiff data prepare` again"
-                    )
-                array[i] = clip.numpy().astype(np.float16)
+            bar = Progress(len(items), desc=f"cache {split}", unit="clip") if progress and items else None
+            try:
+                for i, item in enumerate(items):
+                    clip, rate = audio_io.read(root / item["path"])
+                    if rate != manifest["sample_rate"] or tuple(clip.shape) != shape[1:]:
+                        raise DrumdiffError(
+                            f"{root / item['path']}: {tuple(clip.shape)} at {rate} Hz does not match the "
+                            f"manifest ({shape[1:]} at {manifest['sample_rate']} Hz); run `drumdiff data "
+                            "prepare` again"
+                        )
+                    array[i] = clip.numpy().astype(np.float16)
+                    if bar is not None:
+                        bar.update()
+            finally:
+                if bar is not None:
+                    bar.close()
             array.flush()
             del array
     except OSError as error:

@@ -30,7 +30,7 @@ SPLITS: tuple[Split, ...] = ("train", "val", "test")
 REJECT_REASONS: dict[str, str] = {
     "missing": "the file vanished or is a broken link, or a kit (Hydrogen, SFZ) lists a file that is not there",
     "not a file": "not a regular file (a device, a socket, ...)",
-    "unreadable": "the file cannot be opened (permissions, I/O error)",
+    "unreadable": "the file cannot be opened, or the folder cannot be listed (permissions, I/O error)",
     "empty": "0 bytes, or a header with no audio frames",
     "not audio": "libsndfile cannot decode it (text, image, random bytes, corrupt header)",
     "non-finite samples": "NaN or Inf samples (float files)",

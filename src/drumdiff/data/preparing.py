@@ -4,18 +4,24 @@ A run stages every newly encoded FLAC under `DIR/.staging`, and only once the du
 accepted ones into `DIR/<class>/` and writes `manifest.json` (the new dataset is complete from that moment),
 then `rejected.json`; outputs the manifest no longer lists are deleted last. An interrupted run therefore
 leaves the previous dataset as it was, and the next run redoes what it had not finished.
+
+A run holds the folder's lock (`DIR/.drumdiff.lock`, `drumdiff.outputs.folder_lock`) from the start to the
+last file: a second run into the same DIR says that it waits, and runs when the first one is done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import shutil
+import sys
+import threading
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +44,7 @@ from drumdiff.data.soundfont import DEFAULT_PRESETS, PresetSpec
 from drumdiff.data.sources import SINGLE_CLASS, ClassMode, Source, count_ignored, find_sources
 from drumdiff.errors import DrumdiffError
 from drumdiff.files import check_writable, write_json
+from drumdiff.outputs import LOCK_NAME, folder_lock
 
 STAGING = ".staging"  # encoded files wait here until duplicates are known; emptied at every start
 MARKER = ".drumdiff-prepare"  # written first, so that a re-run into an interrupted DIR is allowed
@@ -60,6 +67,19 @@ class PrepareReport:
     unread_kits: int = 0  # SoundFont / SFZ files among the ignored ones (read with --classes kits)
     seconds: float = 0.0
     inputs: int = 0
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per class that has no train clip: a model trained on this folder never sees it."""
+        lines = []
+        for name, counts in sorted(self.per_class_split.items()):
+            if not counts.get("train"):
+                where = ", ".join(f"{counts[s]} in {s}" for s in SPLITS if counts.get(s))
+                lines.append(
+                    f"WARNING: class {name!r} has no train clips ({where}): a model trained on this folder "
+                    "never sees it; add a kit or folder of it that the split puts in train (docs/data.md)"
+                )
+        return lines
 
     @property
     def files_per_second(self) -> float:
@@ -93,7 +113,7 @@ class PrepareReport:
             f"  {self.inputs} inputs, {self.decoded} decoded, in {self.seconds:.1f} s "
             f"({self.files_per_second:.1f} decoded files/s)"
         )
-        return "\n".join(lines)
+        return "\n".join([*lines, *self.warnings])
 
 
 @dataclass(eq=False)  # identity, not value: `in` and `is` look for this very candidate
@@ -131,83 +151,106 @@ def prepare(
     out = Path(out)
     if not sources:
         raise DrumdiffError("no source folder given")
-    everything = [*sources, *test_sources]
-    for src in everything:
+    for src in [*sources, *test_sources]:
         if not Path(src).exists():
             raise DrumdiffError(f"source {src} does not exist")
-    _prepare_out(out)
-    found = find_sources(
-        sources, classes=classes, mapping=mapping, skip=out, soundfont_presets=soundfont_presets,
-        test_sources=test_sources, licenses=licenses,
-    )  # fmt: skip
-    settings_dict = asdict(settings)
-    report = PrepareReport(out=out, inputs=len(found))
-    report.ignored_non_audio, report.unread_kits = count_ignored(everything, skip=out, classes=classes)
+    _create_out(out)
+    with _locked(out):  # a second run into `out` waits here
+        everything = [*sources, *test_sources]
+        _prepare_out(out)
+        found = find_sources(
+            sources, classes=classes, mapping=mapping, skip=out, soundfont_presets=soundfont_presets,
+            test_sources=test_sources, licenses=licenses,
+        )  # fmt: skip
+        settings_dict = asdict(settings)
+        report = PrepareReport(out=out, inputs=len(found))
+        report.ignored_non_audio, report.unread_kits = count_ignored(everything, skip=out, classes=classes)
 
-    rejected, candidates, to_decode, near_cached = _plan(found, out, settings_dict)
-    if not near_duplicates:
-        to_decode += [source for source, _ in near_cached]
-        near_cached = []
-    near: list[dict[str, Any]] = []
-    while True:
-        if to_decode:
-            report.decoded += len(to_decode)
-            accepted, failed = _decode_all(to_decode, out, settings, workers=workers, progress=progress)
-            candidates += accepted
-            rejected += failed
-        kept, duplicates = _remove_duplicates(candidates)
-        # Cached duplicates whose original is gone (or rejected now): decode them after all.
-        to_decode = [c.pending for c in kept if c.pending is not None]
-        if not to_decode and near_duplicates:
-            kept, near = _remove_near_duplicates(kept, out, sample_rate=settings.sample_rate)
-            # Cached near-duplicates whose kept twin is gone or no longer in another split: decode them.
-            to_decode = [s for s, record in near_cached if not _still_near(s, record, kept)]
-            near_cached = [(s, r) for s, r in near_cached if s not in to_decode]
-        if not to_decode:
-            break
-        candidates = [c for c in candidates if c.pending is None or c.pending not in to_decode]
-    rejected += [{**record, "path": source.display} for source, record in near_cached]
-    rejected = sorted(rejected + duplicates + near, key=lambda r: r["path"])
-    rejected_doc = {"settings": settings_dict, "reasons": REJECT_REASONS, "rejected": rejected}
-    report.rejected = dict(Counter(r["reason"] for r in rejected))
-    if not kept:  # leave an earlier dataset in `out` as it was: only say why nothing was accepted
+        rejected, candidates, to_decode, near_cached = _plan(found, out, settings_dict)
+        if not near_duplicates:
+            to_decode += [source for source, _ in near_cached]
+            near_cached = []
+        near: list[dict[str, Any]] = []
+        while True:
+            if to_decode:
+                report.decoded += len(to_decode)
+                accepted, failed = _decode_all(to_decode, out, settings, workers=workers, progress=progress)
+                candidates += accepted
+                rejected += failed
+            kept, duplicates = _remove_duplicates(candidates)
+            # Cached duplicates whose original is gone (or rejected now): decode them after all.
+            to_decode = [c.pending for c in kept if c.pending is not None]
+            if not to_decode and near_duplicates:
+                kept, near = _remove_near_duplicates(kept, out, sample_rate=settings.sample_rate)
+                # Cached near-duplicates whose kept twin is gone or no longer in another split: decode them.
+                to_decode = [s for s, record in near_cached if not _still_near(s, record, kept)]
+                near_cached = [(s, r) for s, r in near_cached if s not in to_decode]
+            if not to_decode:
+                break
+            candidates = [c for c in candidates if c.pending is None or c.pending not in to_decode]
+        rejected += [{**record, "path": source.display} for source, record in near_cached]
+        rejected = sorted(rejected + duplicates + near, key=lambda r: r["path"])
+        rejected_doc = {"settings": settings_dict, "reasons": REJECT_REASONS, "rejected": rejected}
+        report.rejected = dict(Counter(r["reason"] for r in rejected))
+        if not kept:  # leave an earlier dataset in `out` as it was: only say why nothing was accepted
+            _write_json(out / REJECTED, rejected_doc)
+            shutil.rmtree(out / STAGING, ignore_errors=True)
+            hint = (
+                f" ({report.unread_kits} SoundFont/SFZ files: read with --classes kits)"
+                if report.unread_kits
+                else ""
+            )
+            raise DrumdiffError(
+                f"no file was accepted from {', '.join(map(str, everything))}; see {out / REJECTED}{hint}"
+            )
+
+        report.encoded, report.reused = _place(kept, out)
+        items = sorted((c.item for c in kept), key=lambda it: it["path"])
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "sample_rate": settings.sample_rate,
+            "length": settings.length,
+            "channels": settings.channels,
+            "classes": sorted({item["class"] for item in items}),
+            "class_mode": classes,
+            "settings": settings_dict,
+            "items": items,
+        }
+        _write_json(out / MANIFEST, manifest)  # the new dataset is complete from here on
         _write_json(out / REJECTED, rejected_doc)
-        shutil.rmtree(out / STAGING, ignore_errors=True)
-        hint = (
-            f" ({report.unread_kits} SoundFont/SFZ files: read with --classes kits)"
-            if report.unread_kits
-            else ""
-        )
-        raise DrumdiffError(
-            f"no file was accepted from {', '.join(map(str, everything))}; see {out / REJECTED}{hint}"
-        )
+        _remove_stale(out, keep={item["path"] for item in items})
 
-    report.encoded, report.reused = _place(kept, out)
-    items = sorted((c.item for c in kept), key=lambda it: it["path"])
-    manifest = {
-        "format": MANIFEST_FORMAT,
-        "version": MANIFEST_VERSION,
-        "sample_rate": settings.sample_rate,
-        "length": settings.length,
-        "channels": settings.channels,
-        "classes": sorted({item["class"] for item in items}),
-        "class_mode": classes,
-        "settings": settings_dict,
-        "items": items,
-    }
-    _write_json(out / MANIFEST, manifest)  # the new dataset is complete from here on
-    _write_json(out / REJECTED, rejected_doc)
-    _remove_stale(out, keep={item["path"] for item in items})
-
-    report.accepted = len(items)
-    for item in items:
-        counts = report.per_class_split.setdefault(item["class"], dict.fromkeys(SPLITS, 0))
-        counts[item["split"]] += 1
-    report.seconds = time.perf_counter() - started
-    return report
+        report.accepted = len(items)
+        for item in items:
+            counts = report.per_class_split.setdefault(item["class"], dict.fromkeys(SPLITS, 0))
+            counts[item["split"]] += 1
+        report.seconds = time.perf_counter() - started
+        return report
 
 
-def _prepare_out(out: Path) -> None:
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold `out`'s folder lock; say so on stderr when another run holds it for more than a second."""
+    note = threading.Timer(
+        1.0,
+        lambda: print(
+            f"another run is preparing {out}; waiting for it to finish", file=sys.stderr, flush=True
+        ),
+    )
+    note.daemon = True
+    note.start()
+    try:
+        with folder_lock(out):
+            note.cancel()
+            yield
+    finally:
+        note.cancel()
+
+
+def _create_out(out: Path) -> None:
+    """Create `out`; refuse a file, a folder that cannot be written and a foreign non-empty folder (before
+    the lock file is put into it)."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -215,7 +258,7 @@ def _prepare_out(out: Path) -> None:
     if not out.is_dir():
         raise DrumdiffError(f"output {out} exists and is not a folder")
     ours = (out / MANIFEST).exists() or (out / MARKER).exists()
-    if not ours and any(out.iterdir()):
+    if not ours and any(entry.name != LOCK_NAME for entry in out.iterdir()):
         raise DrumdiffError(
             f"output folder {out} is not empty and holds no drumdiff dataset; pick a new folder"
         )
@@ -223,6 +266,10 @@ def _prepare_out(out: Path) -> None:
         check_writable(out)
     except OSError as error:
         raise DrumdiffError(f"output folder {out} is not writable ({error.strerror or error})") from error
+
+
+def _prepare_out(out: Path) -> None:
+    """Mark `out` as a prepare output folder and empty its staging folder (under the lock)."""
     (out / MARKER).write_text("drumdiff data prepare output folder\n", encoding="utf-8")
     shutil.rmtree(out / STAGING, ignore_errors=True)
     (out / STAGING).mkdir()

@@ -127,10 +127,16 @@ def find_sources(
     found: dict[str, Source] = {}
     for top in tops:
         split: Split | None = "test" if top in held_out else None
-        files = [top] if top.is_file() else list(_walk(top, skip=skip_real))
+        unreadable: list[OSError] = []
+        files = [top] if top.is_file() else list(_walk(top, skip=skip_real, unreadable=unreadable))
         if top.is_file():  # a single file: as if its folder were SRC
             top = top.parent
         base = bases[top]
+        for error in unreadable:  # a folder that cannot be listed: its files are unknown, say so
+            key = os.path.abspath(error.filename)
+            display = Path(os.path.relpath(key, base)).as_posix()
+            detail = f"the folder cannot be read ({error.strerror or error}); its files are left out"
+            found[key] = Source(key, display, display, reject="unreadable", detail=detail)
         kit_files: dict[str, KitSample] = {}
         broken_kits: dict[str, str] = {}  # folder -> why its drumkit.xml could not be read
         listed: set[str] = set()  # sample files that an SFZ kit reads
@@ -218,10 +224,12 @@ def _is_audio_name(name: str) -> bool:
     return name.lower().endswith(audio_io.AUDIO_EXTENSIONS)
 
 
-def _walk(root: Path, *, skip: Path | None) -> Iterable[Path]:
-    """Files under `root` in sorted order: follows folder links once, skips hidden entries and `skip`."""
+def _walk(root: Path, *, skip: Path | None, unreadable: list[OSError] | None = None) -> Iterable[Path]:
+    """Files under `root` in sorted order: follows folder links once, skips hidden entries and `skip`.
+    Folders that cannot be listed are appended to `unreadable` (their `OSError`, which names the folder)."""
     seen: set[str] = set()
-    for folder, dirnames, filenames in os.walk(root, followlinks=True):
+    onerror = unreadable.append if unreadable is not None else None
+    for folder, dirnames, filenames in os.walk(root, followlinks=True, onerror=onerror):
         real = os.path.realpath(folder)
         if real in seen or (skip is not None and real == str(skip)):
             dirnames[:] = []
