@@ -68,12 +68,16 @@ def test_the_wheel_carries_its_data_and_generates_offline(tmp_path: Path) -> Non
 
     venv = _fresh_venv(tmp_path)
     python = str(venv / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DRUMDIFF_HOME": str(tmp_path / "home")}
+    env.pop("PYTHONPATH", None)  # the installed package only
+    install = [python, "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)]
+    subprocess.run(install, check=True, env=env)
     found = subprocess.run(
         [python, "-c", "import drumdiff; print(drumdiff.__file__)"],
         check=True,
         capture_output=True,
         text=True,
+        env=env,
     )
     assert str(venv) in found.stdout, found.stdout  # the installed wheel, not this checkout
 
@@ -84,8 +88,6 @@ def test_the_wheel_carries_its_data_and_generates_offline(tmp_path: Path) -> Non
     offline = shutil.which("unshare")
     if offline and subprocess.run([offline, "-rn", "true"], capture_output=True).returncode == 0:
         command = [offline, "-rn", *command]  # a network namespace with nothing in it
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "DRUMDIFF_HOME": str(tmp_path / "home")}
-    env.pop("PYTHONPATH", None)  # the installed package only
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     wavs = sorted(out.glob("snare_seed*.wav"))
