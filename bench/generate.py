@@ -14,7 +14,6 @@ seconds minus importing torch's (target <= 1). Exits with status 1 when the orig
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_name  # noqa: E402
+from bench.common import cpu_name, emit  # noqa: E402
 from bench.original_lib import SEED_LAYOUT, import_original  # noqa: E402
 from drumdiff.config import load_preset  # noqa: E402
 from drumdiff.pipeline import SamplingOptions, load_model  # noqa: E402
@@ -131,10 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "command_seconds": {k: round(v, 3) for k, v in command.items()},
         "command_over_import_torch_s": round(command["generate"] - command["import_torch"], 3),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

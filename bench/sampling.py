@@ -13,7 +13,6 @@ Exits with status 1 when the original library cannot be imported.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_name  # noqa: E402
+from bench.common import cpu_name, emit  # noqa: E402
 from bench.original_lib import SEED_LAYOUT, import_original  # noqa: E402
 from drumdiff.config import load_preset  # noqa: E402
 from drumdiff.convert import map_original_unet_state_dict  # noqa: E402
@@ -165,10 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     clip_seconds = length / load_preset("seed").sample_rate
     result["clip_seconds_of_audio"] = round(clip_seconds, 3)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_name  # noqa: E402
+from bench.common import cpu_name, emit  # noqa: E402
 from bench.original_lib import SEED_LAYOUT, import_original  # noqa: E402
 from drumdiff.config import load_preset  # noqa: E402
 from drumdiff.diffusion import v_loss  # noqa: E402
@@ -332,10 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             length=args.length,
             log=lambda m: print(m, file=sys.stderr, flush=True),
         )
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return 0
 
 
