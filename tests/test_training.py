@@ -632,16 +632,16 @@ def test_resume_keeps_the_tensorboard_history_once(
     assert [e.step for e in events.Scalars("val_loss")] == [0, 2, 4]
 
 
-def test_resume_may_change_the_learning_rate_and_keeps_the_rest(
+def test_resume_may_change_the_learning_rate_and_crops_and_keeps_the_rest(
     tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tmp_path / "run"
     assert _train(data2, run, "--checkpoint-every", "1", steps=1) == 0
     capsys.readouterr()
-    assert (
-        _train(data2, run, "--resume", "--lr", "3e-4", "--seed", "9", "--checkpoint-every", "1", steps=2) == 0
-    )
+    changes = ["--lr", "3e-4", "--seed", "9", "--crop-length", "1024", "--crop-steps", "3"]
+    assert _train(data2, run, "--resume", *changes, "--checkpoint-every", "1", steps=2) == 0
     err = capsys.readouterr().err
     assert "ignoring --seed" in err and "--lr" not in err.split("ignoring", 1)[1].splitlines()[0]
     saved = _ckpt(run)
     assert saved["step"] == 2 and saved["train_config"]["lr"] == 3e-4 and saved["train_config"]["seed"] == 0
+    assert saved["train_config"]["crop_length"] == 1024 and saved["train_config"]["crop_steps"] == 3

@@ -42,8 +42,18 @@ class TrainRequest:
 
 
 # Flags that may change on --resume without breaking the run (the rest come from the checkpoint). The data
-# order and all randomness stay exact; --lr sets the peak learning rate from the resumed step on.
-RESUMABLE_OVERRIDES = ("max_steps", "checkpoint_every", "preview_every", "logger", "num_workers", "lr")
+# order and all randomness stay exact; --lr sets the peak learning rate from the resumed step on, and
+# --crop-length/--crop-steps crop the steps before step --crop-steps (counted from the run's start).
+RESUMABLE_OVERRIDES = (
+    "max_steps",
+    "checkpoint_every",
+    "preview_every",
+    "logger",
+    "num_workers",
+    "lr",
+    "crop_length",
+    "crop_steps",
+)
 
 
 @dataclass(frozen=True)
