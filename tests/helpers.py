@@ -66,3 +66,29 @@ def drum(
     click = torch.randn(length, generator=gen) * torch.exp(-t * 400) * 0.3
     mono = 0.8 * body + click
     return torch.stack([mono, 0.9 * mono])
+
+
+def training_checkpoint(path: Path, *, poison: float | None = None, step: int = 7) -> Path:
+    """A minimal drumdiff training checkpoint of a random tiny model (what `drumdiff export` reads).
+
+    `poison` fills the first EMA tensor with that value (NaN or inf: a diverged run)."""
+    from drumdiff.nn.unet1d import UNet1d
+
+    config = tiny_config()
+    weights = UNet1d(config).state_dict()
+    ema = {k: v.clone() for k, v in weights.items()}
+    if poison is not None:
+        ema[sorted(ema)[0]].fill_(poison)
+    state = {
+        "format": "drumdiff-train-checkpoint",
+        "version": 1,
+        "step": step,
+        "model": weights,
+        "ema": ema,
+        "model_config": config.to_dict(),
+        "train_config": {},
+        "class_names": [],
+        "provenance": {},
+    }
+    torch.save(state, path)
+    return path

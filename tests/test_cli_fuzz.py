@@ -13,6 +13,7 @@ sidecar and its one line in generation.jsonl, no temporary file and, after a ref
 from __future__ import annotations
 
 import json
+import math
 import os
 import traceback
 from pathlib import Path
@@ -22,7 +23,7 @@ import soundfile as sf
 import torch
 
 from drumdiff.cli import main
-from tests.helpers import TEST_LENGTH, drum, tiny_config, tiny_model_file
+from tests.helpers import TEST_LENGTH, drum, tiny_config, tiny_model_file, training_checkpoint
 
 BIG = str(2**64)  # one past the largest seed
 HUGE = str(10**12)
@@ -173,23 +174,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     original.update({alias: original[name] for alias, name in ORIGINAL_ALIASES.items()})
     made["original"] = root / "original.ckpt"
     torch.save(original, made["original"])
-    for name, poison in (("checkpoint", False), ("poisoned", True)):
-        ema = {k: v.clone() for k, v in ours.items()}
-        if poison:
-            ema[sorted(ema)[0]].fill_(float("nan"))
-        state = {
-            "format": "drumdiff-train-checkpoint",
-            "version": 1,
-            "step": 3,
-            "model": ours,
-            "ema": ema,
-            "model_config": config.to_dict(),
-            "train_config": {},
-            "class_names": [],
-            "provenance": {},
-        }
-        made[name] = root / f"{name}.ckpt"
-        torch.save(state, made[name])
+    made["checkpoint"] = training_checkpoint(root / "checkpoint.ckpt", step=3)
+    made["poisoned"] = training_checkpoint(root / "poisoned.ckpt", poison=math.nan, step=3)
     # a prepared dataset without val clips, and a folder of generated-looking clips
     dataset, clips = root / "dataset", root / "clips"
     (dataset / "kick").mkdir(parents=True)

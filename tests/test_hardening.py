@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import math
 import os
 import re
 import subprocess
@@ -23,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from drumdiff.cli import main
-from tests.helpers import TEST_LENGTH, drum, tiny_config, tiny_model_file
+from tests.helpers import TEST_LENGTH, drum, tiny_config, tiny_model_file, training_checkpoint
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
@@ -401,29 +402,6 @@ def _original_state_dict(path: Path) -> Path:
     return path
 
 
-def _training_checkpoint(path: Path, *, poison: bool = False) -> Path:
-    from drumdiff.nn.unet1d import UNet1d
-
-    config = tiny_config()
-    weights = UNet1d(config).state_dict()
-    ema = {k: v.clone() for k, v in weights.items()}
-    if poison:
-        ema[sorted(ema)[0]].fill_(float("inf"))
-    state = {
-        "format": "drumdiff-train-checkpoint",
-        "version": 1,
-        "step": 7,
-        "model": weights,
-        "ema": ema,
-        "model_config": config.to_dict(),
-        "train_config": {},
-        "class_names": [],
-        "provenance": {},
-    }
-    torch.save(state, path)
-    return path
-
-
 def test_convert_and_export_never_replace_a_file_without_force(tmp_path, capsys) -> None:
     source = _original_state_dict(tmp_path / "weights.pt")
     out = tmp_path / "model.safetensors"
@@ -434,7 +412,7 @@ def test_convert_and_export_never_replace_a_file_without_force(tmp_path, capsys)
     assert run("convert", source, out, "--force") == 0
     printed = capsys.readouterr().out
     assert "ModelConfig(" not in printed and "4 levels of 8/16/32/64 channels" in printed
-    ckpt = _training_checkpoint(tmp_path / "last.ckpt")
+    ckpt = training_checkpoint(tmp_path / "last.ckpt")
     before = out.read_bytes()
     assert run("export", ckpt, out) == 2
     assert "already exists; pass --force" in last_error(capsys)[-1]
@@ -443,7 +421,7 @@ def test_convert_and_export_never_replace_a_file_without_force(tmp_path, capsys)
 
 
 def test_export_refuses_non_finite_weights(tmp_path, capsys) -> None:
-    ckpt = _training_checkpoint(tmp_path / "last.ckpt", poison=True)
+    ckpt = training_checkpoint(tmp_path / "last.ckpt", poison=math.inf)
     out = tmp_path / "model.safetensors"
     assert run("export", ckpt, out) == 2
     err = last_error(capsys)
@@ -472,7 +450,7 @@ def test_convert_says_what_a_file_is(name, content, message, model_path, tmp_pat
         data = model_path.read_bytes()
         source.write_bytes(data if name == "model.safetensors" else data[: len(data) // 2])
     elif content == "checkpoint":
-        _training_checkpoint(source)
+        training_checkpoint(source)
     else:
         source.write_bytes(content)
     assert run("convert", source, tmp_path / "out.safetensors") == 2
