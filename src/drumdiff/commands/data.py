@@ -131,6 +131,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=False,
         help="print the statistics as JSON instead of a table (default: off)",
     )
+    inspect.add_argument(
+        "--label-check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="list clips whose sound the drum classifier confidently puts in another class than their "
+        "label (default: on; only the classifier's classes are checked)",
+    )
+    inspect.add_argument(
+        "--confidence",
+        type=float,
+        default=0.9,
+        metavar="P",
+        help="classifier probability of the other class from which a clip is listed, 0.5 to <1 (default: 0.9)",
+    )
+    inspect.add_argument(
+        "--classifier",
+        metavar="FILE",
+        help="drum classifier .safetensors for the label check (default: the one in the package)",
+    )
+    inspect.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="show progress of the label check on stderr (default: on)",
+    )
     inspect.set_defaults(func=_inspect)
 
 
@@ -192,7 +217,16 @@ def _inspect(args: argparse.Namespace) -> int:
     from drumdiff.data import inspect
 
     result = inspect(args.dir, png=args.png, examples=args.examples)
+    labels = None
+    if args.label_check:
+        from drumdiff.evaluation.labels import check_labels
+
+        labels = check_labels(
+            args.dir, classifier=args.classifier, confidence=args.confidence, progress=args.progress
+        )
     if args.json:
+        if labels is not None:
+            result["label_check"] = labels.to_dict()
         print(json.dumps(result, indent=1))
         return 0
     header = f"{'class':<12}{'split':<7}{'count':>6}{'dur med s':>10}{'dur max s':>10}{'cropped':>8}{'LUFS med':>9}"
@@ -208,4 +242,18 @@ def _inspect(args: argparse.Namespace) -> int:
         print("rejected: " + ", ".join(f"{k} {v}" for k, v in sorted(result["rejected"].items())))
     if result["png"]:
         print(f"grid: {result['png']}")
+    if labels is not None:
+        _print_label_check(labels)
     return 0
+
+
+def _print_label_check(labels) -> None:
+    unchecked = "".join(f", {n} {name} not checked" for name, n in sorted(labels.unchecked.items()))
+    print(
+        f"label check: {len(labels.suspects)} of {labels.checked} clips sound like another class "
+        f"(p >= {labels.confidence:g}){unchecked}"
+    )
+    if labels.suspects:
+        print(f"{'label':<12}{'sounds like':<12}{'p':>6}  {'split':<6}file (source)")
+    for s in labels.suspects:
+        print(f"{s.label:<12}{s.predicted:<12}{s.probability:>6.2f}  {s.split:<6}{s.path} ({s.source})")
