@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+from importlib import resources
+
 import pytest
 import torch
 
-from drumdiff.config import ModelConfig, load_preset
+from drumdiff.config import ModelConfig, load_preset, preset_names
 from drumdiff.convert import map_original_unet_state_dict, original_key_map
 from drumdiff.errors import ModelFileError
 from drumdiff.nn.unet1d import UNet1d
@@ -100,7 +104,22 @@ def test_other_layout_parity_with_original_including_gradients() -> None:
         assert relative_error(grad, their_grads[theirs_name]) < 1e-3, name
 
 
-@pytest.mark.parametrize("preset", ["seed", "small", "tiny"])
+@pytest.mark.parametrize("preset", preset_names())
+def test_preset_description_states_its_parameter_count(preset: str) -> None:
+    description = json.loads((resources.files("drumdiff") / "presets" / f"{preset}.json").read_text())[
+        "description"
+    ]
+    with torch.device("meta"):
+        count = sum(p.numel() for p in UNet1d(load_preset(preset)).parameters())
+    exact = re.search(r"([\d,]{5,}) parameters", description)
+    if exact:
+        assert int(exact.group(1).replace(",", "")) == count
+    else:
+        stated = float(re.search(r"([\d.]+)M parameters", description).group(1))
+        assert stated == round(count / 1e6, 2)
+
+
+@pytest.mark.parametrize("preset", ["seed", "small", "tiny", "lean"])
 def test_key_map_is_one_to_one(preset: str) -> None:
     config = load_preset(preset)
     with torch.device("meta"):
