@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,6 +25,7 @@ import torch
 
 from drumdiff.errors import AudioError
 from drumdiff.files import atomic_path
+from drumdiff.tags import check_tags, write_tags
 
 WriteFormat = Literal["wav24", "wav16", "float32", "flac"]
 WRITE_FORMATS: dict[str, tuple[str, str]] = {  # name -> (libsndfile format, subtype)
@@ -241,14 +243,18 @@ def write(
     sample_rate: int,
     *,
     format: WriteFormat = "wav24",
+    tags: Mapping[str, str] | None = None,
 ) -> Path:
     """Write `audio` `[C, T]` atomically (temp file, then rename). PCM formats are clipped to [-1, 1].
 
     format: "wav24" | "wav16" | "float32" (32-bit float WAV) | "flac" (24-bit).
+    tags: embedded before the rename (keys `drumdiff.tags.TAG_KEYS`, e.g. from `provenance_tags`): RIFF
+    INFO + bext + iXML in a WAV, Vorbis comments in a FLAC; the sample data is the same with or without.
     """
     path = Path(path)
     if format not in WRITE_FORMATS:
         raise AudioError(f"unknown audio format {format!r}; choose one of {', '.join(WRITE_FORMATS)}")
+    tags = check_tags(tags or {}, source=path)
     _check_audio(audio)
     if sample_rate <= 0:
         raise AudioError(f"{path}: sample rate must be positive, got {sample_rate}")
@@ -271,6 +277,8 @@ def write(
         with atomic_path(path) as tmp:
             started = True
             sf.write(tmp, np.ascontiguousarray(data), sample_rate, format=file_format, subtype=subtype)
+            if tags:
+                write_tags(tmp, tags)
     except OSError as error:
         if not started:
             raise AudioError(

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from drumdiff.errors import AudioError, DrumdiffError
 from drumdiff.files import atomic_path, check_writable
+from drumdiff.tags import provenance_tags
 
 FORMAT_SUFFIX = {"wav24": ".wav", "wav16": ".wav", "float32": ".wav", "flac": ".flac"}
 LOG_NAME = "generation.jsonl"
@@ -135,7 +136,8 @@ def write_clips(
     """Write clips [N, C, T] as audio + sidecar JSON and append their records to `generation.jsonl`.
 
     All or nothing: on any failure nothing of this call is left in `folder` (and a DrumdiffError names the
-    file and the cause). Each record gets its `file` (name within `folder`). Returns the audio paths.
+    file and the cause). Each record gets its `file` (name within `folder`) and is embedded in its audio file
+    (`drumdiff.tags.provenance_tags`, titled with its stem). Returns the audio paths.
     """
     from drumdiff import audio as audio_io
 
@@ -146,12 +148,13 @@ def write_clips(
     placed: list[Path] = []  # files renamed into place by this call
     log = folder / LOG_NAME
     try:
-        for clip, stem in zip(clips, stems, strict=True):
+        for clip, stem, record in zip(clips, stems, records, strict=True):
             fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".staged{suffix}", dir=folder)
             os.close(fd)
             staged.append(Path(name))
+            tags = provenance_tags(record, stem=stem)  # the record inside the file (see drumdiff.tags)
             try:
-                audio_io.write(staged[-1], clip, sample_rate, format=format)
+                audio_io.write(staged[-1], clip, sample_rate, format=format, tags=tags)
             except AudioError as error:  # name the file being made, not its hidden temporary name
                 raise AudioError(str(error).replace(name, str(folder / f"{stem}{suffix}"))) from error
         with folder_lock(folder):
