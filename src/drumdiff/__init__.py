@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from drumdiff.kits.make import Kit
     from drumdiff.pipeline import DrumPipeline
 
 
@@ -17,4 +18,11 @@ def load_model(name_or_path: str | None = None, *, device: Any = None) -> DrumPi
     return _load(name_or_path, device=device)
 
 
-__all__ = ["__version__", "load_model"]
+def generate_kit(model: Any = None, /, **options: Any) -> Kit:
+    """Generate a drum kit for samplers and write it to `out_dir=` (see `drumdiff.kits.make.generate_kit`)."""
+    from drumdiff.kits.make import generate_kit as _generate_kit
+
+    return _generate_kit(model, **options)
+
+
+__all__ = ["__version__", "generate_kit", "load_model"]

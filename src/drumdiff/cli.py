@@ -16,7 +16,7 @@ from drumdiff import __version__
 from drumdiff.errors import DrumdiffError
 
 # Order is the order in `drumdiff --help`.
-COMMAND_MODULES = ("generate", "info", "data", "train", "convert", "evaluate", "app")
+COMMAND_MODULES = ("generate", "kit", "info", "data", "train", "convert", "evaluate", "app")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,479 @@
+"""`generate_kit`: sample a kit of pads, match their loudness, write the samples and the kit files.
+
+    import drumdiff
+    kit = drumdiff.generate_kit("model.safetensors", out_dir="my-kit", round_robins=3, seed=7)
+
+Sampling. Pad p's first take is `generate` with seed `stable_seed("kit", SEED, NOTE)`; takes 2..K are `vary` of
+that first take at `vary_strength` (small: the same drum hit K times, not K drums) with seeds
+`stable_seed("kit-rr", SEED, NOTE) + i`. Pads of one family then swap first takes so that the notes mean
+what they say: toms from dark to bright as the note rises, hi-hats from the shortest tail (pedal) to the
+longest (open). Same model, seed, pads and options: the same files, bit for bit.
+
+Level. Every pad is brought to `loudness_lufs` (BS.1770 integrated loudness, `drumdiff.audio.loudness_lufs`),
+with one gain for all its takes (the energy mean of their loudness meets the target), so the takes keep
+their differences; the gain never lifts a take's peak above PEAK_DBFS. A pad that cannot reach the target
+under that ceiling stays quieter, and kit.json says by how much. Tails are faded only with `fade_ms > 0`.
+
+Writing. Everything is sampled first; then the kit is written into a hidden folder beside `out_dir` and
+renamed onto it, so a kit folder is there whole or not at all. An existing `out_dir` must be empty, or,
+with `overwrite=True`, a drumdiff kit holding only the files its kit.json lists (nothing of yours is lost).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from drumdiff import audio as audio_io
+from drumdiff.errors import DrumdiffError
+from drumdiff.files import file_digest, stable_seed, write_json
+from drumdiff.kits.folder import KIT_FORMAT, KIT_VERSION, MANIFEST, check_out_dir, staged_folder
+from drumdiff.kits.formats import (
+    SAMPLES,
+    PadFiles,
+    check_name,
+    check_round_robins,
+    kit_stem,
+    parse_formats,
+    write_formats,
+)
+from drumdiff.kits.pads import Pad, parse_pads
+from drumdiff.pipeline import DrumPipeline, SamplingOptions, load_model, vary_steps
+
+# -20 LUFS: a level most one-shots reach under the peak ceiling. Measured on the 854 one-shots of Debian's
+# hydrogen-drumkits cut to a model clip (0.74 s) and peaking at -0.3 dBFS: median -17.5 LUFS, three in four
+# at -20 or louder. The peakiest quarter (sharp clicks, which 400 ms loudness blocks underrate) stays quieter.
+DEFAULT_LOUDNESS_LUFS = -20.0
+PEAK_DBFS = -0.3  # the ceiling of every take: inter-sample peaks and 24-bit rounding stay below 0 dBFS
+DEFAULT_VARY_STRENGTH = 0.2  # round robins: enough to vary the hit, too little to change the drum
+LOUDNESS_RANGE = (-60.0, 0.0)
+
+
+@dataclass(frozen=True)
+class KitTake:
+    """One sample file of a pad: take 1 is generated, takes 2.. are variations of take 1."""
+
+    take: int
+    file: str  # relative to the kit folder: "samples/36_kick_1.wav"
+    operation: str  # "generate" or "vary"
+    seed: int
+    loudness_lufs: float | None  # after the pad's gain; None for digital silence
+    peak_dbfs: float
+
+
+@dataclass(frozen=True)
+class KitPad:
+    """A pad of a written kit: what was asked for, the model's class it was sampled from, its level."""
+
+    pad: Pad
+    class_name: str  # the model's own spelling of the pad's class
+    gain_db: float
+    loudness_lufs: float | None  # the energy mean of its takes, after the gain
+    takes: tuple[KitTake, ...]
+
+
+@dataclass(frozen=True)
+class Kit:
+    """A written kit folder: its pads, takes and every file in it (relative paths), and kit.json's data."""
+
+    folder: Path
+    name: str
+    stem: str
+    pads: tuple[KitPad, ...]
+    files: tuple[str, ...]
+    manifest: dict[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class KitRequest:
+    """Everything `generate_kit` checks before sampling: one check, with a DrumdiffError naming the value."""
+
+    out_dir: Path
+    pads: list[Pad]
+    round_robins: int
+    seed: int
+    name: str
+    stem: str
+    formats: list[str]
+    vary_strength: float
+    loudness_lufs: float
+    fade_ms: float
+    overwrite: bool
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        out_dir: str | os.PathLike,
+        pads: str | Iterable[str | int] | None = None,
+        round_robins: int = 1,
+        seed: int = 0,
+        name: str = "drumdiff kit",
+        formats: str | Iterable[str] | None = None,
+        vary_strength: float = DEFAULT_VARY_STRENGTH,
+        loudness_lufs: float = DEFAULT_LOUDNESS_LUFS,
+        fade_ms: float = 0.0,
+        overwrite: bool = False,
+    ) -> KitRequest:
+        from drumdiff.pipeline import check_seed
+
+        check_seed(seed)
+        check_name(name)
+        if not (math.isfinite(vary_strength) and 0 < vary_strength <= 1):
+            raise DrumdiffError(f"vary strength must be in (0, 1], got {vary_strength}")
+        low, high = LOUDNESS_RANGE
+        if not (math.isfinite(loudness_lufs) and low <= loudness_lufs <= high):
+            raise DrumdiffError(f"loudness must be from {low:g} to {high:g} LUFS, got {loudness_lufs}")
+        if not (math.isfinite(fade_ms) and fade_ms >= 0):
+            raise DrumdiffError(f"fade must be a number of milliseconds of at least 0, got {fade_ms}")
+        request = cls(
+            out_dir=Path(out_dir),
+            pads=parse_pads(pads),
+            round_robins=check_round_robins(round_robins),
+            seed=seed,
+            name=name,
+            stem=kit_stem(name),
+            formats=parse_formats(formats),
+            vary_strength=float(vary_strength),
+            loudness_lufs=float(loudness_lufs),
+            fade_ms=float(fade_ms),
+            overwrite=overwrite,
+        )
+        check_out_dir(request.out_dir, overwrite=overwrite)
+        return request
+
+
+def generate_kit(
+    model: DrumPipeline | str | os.PathLike | None = None,
+    *,
+    out_dir: str | os.PathLike,
+    pads: str | Iterable[str | int] | None = None,
+    round_robins: int = 1,
+    seed: int = 0,
+    name: str = "drumdiff kit",
+    formats: str | Iterable[str] | None = None,
+    options: SamplingOptions | None = None,
+    vary_strength: float = DEFAULT_VARY_STRENGTH,
+    loudness_lufs: float = DEFAULT_LOUDNESS_LUFS,
+    fade_ms: float = 0.0,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> Kit:
+    """Generate a kit of pads on the General MIDI drum map and write it to `out_dir` (see the module doc).
+
+    model: a pipeline, or a model name or path (None: the shipped model). pads: names, GM names or notes
+    (`"kick,snare,42"`; default DEFAULT_PADS). round_robins: takes per pad, 1-16. formats: some of
+    wav, sfz, hydrogen, dspreset (default all). options: how to sample. progress(steps) is called after
+    each network evaluation (`kit_steps` counts them). Returns the written `Kit`.
+    """
+    request = KitRequest.of(
+        out_dir=out_dir, pads=pads, round_robins=round_robins, seed=seed, name=name, formats=formats,
+        vary_strength=vary_strength, loudness_lufs=loudness_lufs, fade_ms=fade_ms, overwrite=overwrite,
+    )  # fmt: skip
+    options = options or SamplingOptions()
+    pipeline = model if isinstance(model, DrumPipeline) else load_model(model)
+    return make_kit(pipeline, request, options=options, progress=progress)
+
+
+def make_kit(
+    pipeline: DrumPipeline,
+    request: KitRequest,
+    *,
+    options: SamplingOptions,
+    progress: Callable[[int], None] | None = None,
+) -> Kit:
+    """Sample, level and write a checked request (`generate_kit` without the checks)."""
+    classes = [pad_class(pipeline, pad) for pad in request.pads]
+    fade = round(request.fade_ms * pipeline.sample_rate / 1000)
+    if fade > pipeline.length:
+        raise DrumdiffError(
+            f"fade of {request.fade_ms:g} ms is longer than a clip "
+            f"({pipeline.length / pipeline.sample_rate * 1000:.1f} ms)"
+        )
+    takes, seeds = _sample(pipeline, request, classes, options=options, progress=progress)
+    takes, seeds = _order_families(request.pads, takes, seeds, sample_rate=pipeline.sample_rate)
+    if fade:
+        takes = [_fade_out(clips, fade) for clips in takes]
+    levelled = [_level(clips, request.loudness_lufs, pipeline.sample_rate) for clips in takes]
+    return _write_kit(pipeline, request, classes, levelled, seeds, options=options)
+
+
+def pad_class(pipeline: DrumPipeline, pad: Pad) -> str:
+    """The model's class for a pad, or a DrumdiffError naming the pad and the classes the model knows."""
+    try:
+        name = pipeline.resolve_class(pad.class_name)
+    except DrumdiffError as error:
+        raise DrumdiffError(
+            f"pad {pad.name} (note {pad.note}) needs class {pad.class_name}: {error}"
+        ) from None
+    if name is None or not pipeline.config.conditional:
+        raise DrumdiffError(
+            f"pad {pad.name} (note {pad.note}) needs class {pad.class_name}, and this model is unconditional; "
+            "a kit needs a model trained with classes"
+        )
+    return name
+
+
+def kit_steps(pads: int, round_robins: int, options: SamplingOptions, vary_strength: float) -> int:
+    """Network evaluations of a kit: each pad's first take, then its variations in batches."""
+    batches = -(-(round_robins - 1) // options.batch_size)
+    return pads * (options.steps + batches * vary_steps(options.steps, vary_strength))
+
+
+# ---------------------------------------------------------------------------------------------- sampling
+
+
+def _sample(
+    pipeline: DrumPipeline,
+    request: KitRequest,
+    classes: list[str],
+    *,
+    options: SamplingOptions,
+    progress: Callable[[int], None] | None,
+) -> tuple[list[Tensor], list[dict[str, int]]]:
+    """Every pad's takes [K, C, T] at the model's level, and the seeds used ({"seed", "vary_seed"})."""
+    takes, seeds = [], []
+    for pad, class_name in zip(request.pads, classes, strict=True):
+        seed = stable_seed("kit", request.seed, pad.note)
+        first = pipeline.generate(n=1, seed=seed, class_name=class_name, options=options, progress=progress)
+        used = {"seed": seed}
+        clips = first
+        if request.round_robins > 1:
+            used["vary_seed"] = stable_seed("kit-rr", request.seed, pad.note)
+            more = pipeline.vary(
+                first[0], strength=request.vary_strength, n=request.round_robins - 1, seed=used["vary_seed"],
+                class_name=class_name, options=options, progress=progress,
+            )  # fmt: skip
+            clips = torch.cat([first, more])
+        if not bool(torch.isfinite(clips).all()):
+            raise DrumdiffError(
+                f"sampling pad {pad.name} gave NaN or Inf samples: the model {pipeline.path} is broken, or "
+                f"--guidance {options.guidance:g} is too large for it"
+            )
+        takes.append(clips)
+        seeds.append(used)
+    return takes, seeds
+
+
+def _order_families(
+    pads: list[Pad], takes: list[Tensor], seeds: list[dict[str, int]], *, sample_rate: int
+) -> tuple[list[Tensor], list[dict[str, int]]]:
+    """Swap whole pads (takes and seeds) within each family so that rank follows the family's measure:
+    toms by spectral centroid (low tom = darkest), hi-hats by tail length (open = longest)."""
+    measure = {"tom": lambda c: _centroid(c, sample_rate), "hihat": _tail}
+    takes, seeds = list(takes), list(seeds)
+    for family, key in measure.items():
+        members = [i for i, pad in enumerate(pads) if pad.order is not None and pad.order[0] == family]
+        by_rank = sorted(members, key=lambda i: pads[i].order[1])  # type: ignore[index]
+        by_measure = sorted(members, key=lambda i: (key(takes[i][0]), i))
+        moved = {rank: source for rank, source in zip(by_rank, by_measure, strict=True)}
+        old_takes, old_seeds = list(takes), list(seeds)
+        for target, source in moved.items():
+            takes[target], seeds[target] = old_takes[source], old_seeds[source]
+    return takes, seeds
+
+
+def _centroid(clip: Tensor, sample_rate: int) -> float:
+    """Spectral centroid in Hz of a clip [C, T] (its channels' mean)."""
+    spectrum = torch.fft.rfft(clip.mean(dim=0).double()).abs()
+    freqs = torch.fft.rfftfreq(clip.shape[-1], d=1.0 / sample_rate, dtype=torch.float64)
+    return float((spectrum * freqs).sum() / spectrum.sum().clamp_min(1e-12))
+
+
+def _tail(clip: Tensor) -> int:
+    """Samples from the first to the last sample within 40 dB of the clip's peak."""
+    peak = audio_io.peak_db(clip)
+    return 0 if not math.isfinite(peak) else audio_io.active_span(clip, threshold_db=peak - 40.0)
+
+
+def _fade_out(clips: Tensor, samples: int) -> Tensor:
+    """A raised-cosine fade over the last `samples` of every clip [K, C, T]."""
+    ramp = 0.5 * (1 + torch.cos(torch.linspace(0, math.pi, samples, dtype=clips.dtype)))  # 1 -> 0
+    out = clips.clone()
+    out[..., -samples:] *= ramp
+    return out
+
+
+def _level(clips: Tensor, target_lufs: float, sample_rate: int) -> tuple[Tensor, float]:
+    """Clips [K, C, T] times one gain: their energy-mean loudness at the target, no peak above PEAK_DBFS.
+    Returns (clips, gain in dB); digital silence stays as it is (gain 0 dB)."""
+    loudness = [audio_io.loudness_lufs(clip, sample_rate) for clip in clips]
+    peak = max(audio_io.peak_db(clip) for clip in clips)
+    heard = [value for value in loudness if math.isfinite(value)]
+    if not heard or not math.isfinite(peak):
+        return clips, 0.0
+    mean = 10 * math.log10(sum(10 ** (value / 10) for value in heard) / len(heard))
+    gain_db = min(target_lufs - mean, PEAK_DBFS - peak)
+    return clips * 10 ** (gain_db / 20), gain_db
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def _write_kit(
+    pipeline: DrumPipeline,
+    request: KitRequest,
+    classes: list[str],
+    levelled: list[tuple[Tensor, float]],
+    seeds: list[dict[str, int]],
+    *,
+    options: SamplingOptions,
+) -> Kit:
+    """Write samples, kit files and kit.json into a hidden folder beside `out_dir`, then rename it there."""
+    base = _base_record(pipeline, request, options=options)
+    with staged_folder(request.out_dir) as staging:
+        (staging / SAMPLES).mkdir()
+        pads = [
+            _write_pad(staging, pipeline.sample_rate, base, pad, class_name, clips, gain_db, used)
+            for pad, class_name, (clips, gain_db), used in zip(
+                request.pads, classes, levelled, seeds, strict=True
+            )
+        ]
+        files = [t.file for p in pads for t in p.takes]
+        files += write_formats(
+            staging, formats=request.formats, stem=request.stem, name=request.name,
+            pads=[PadFiles(p.pad, tuple(t.file for t in p.takes)) for p in pads],
+            info=_info(pipeline, request), release_s=pipeline.length / pipeline.sample_rate,
+        )  # fmt: skip
+        manifest = _manifest(pipeline, request, pads, files, model=base["model"], options=options)
+        write_json(staging / MANIFEST, manifest)
+    return Kit(request.out_dir, request.name, request.stem, tuple(pads), (*files, MANIFEST), manifest)
+
+
+def _write_pad(
+    folder: Path,
+    sample_rate: int,
+    base: dict[str, Any],
+    pad: Pad,
+    class_name: str,
+    clips: Tensor,
+    gain_db: float,
+    seeds: dict[str, int],
+) -> KitPad:
+    """Write a pad's takes [K, C, T] as samples/NOTE_NAME_TAKE.wav and describe them."""
+    takes = []
+    for index, clip in enumerate(clips):
+        loudness = audio_io.loudness_lufs(clip, sample_rate)
+        take = KitTake(
+            take=index + 1,
+            file=f"{SAMPLES}/{pad.note}_{pad.name}_{index + 1}.wav",
+            operation="generate" if index == 0 else "vary",
+            seed=seeds["seed"] if index == 0 else seeds["vary_seed"] + index - 1,
+            loudness_lufs=round(loudness, 3) if math.isfinite(loudness) else None,
+            peak_dbfs=round(audio_io.peak_db(clip), 3),
+        )
+        record = {**base, "pad": pad.name, "note": pad.note, "class_name": class_name, "take": take.take,
+                  "operation": take.operation, "seed": take.seed}  # fmt: skip
+        if take.operation == "vary":
+            record["strength"] = base["vary_strength"]
+        _write_sample(folder / take.file, clip, sample_rate, record)
+        takes.append(take)
+    return KitPad(pad, class_name, round(gain_db, 3), _mean_loudness(takes), tuple(takes))
+
+
+def _write_sample(path: Path, clip: Tensor, sample_rate: int, record: dict[str, Any]) -> Path:
+    """Write one take as a 24-bit WAV with its provenance tags (`record`: the take's generation record)."""
+    from drumdiff.tags import provenance_tags
+
+    return audio_io.write(
+        path, clip, sample_rate, format="wav24", tags=provenance_tags(record, stem=path.stem)
+    )
+
+
+def _base_record(pipeline: DrumPipeline, request: KitRequest, *, options: SamplingOptions) -> dict[str, Any]:
+    """What every take's provenance shares: the kit, the model and how it was sampled."""
+    from drumdiff import __version__
+
+    path = pipeline.path
+    return {
+        "kit": request.name,
+        "model": {
+            "path": str(path) if path is not None else None,
+            "sha256": file_digest(path) if path is not None else None,
+        },
+        "sampler": options.sampler,
+        "schedule": options.schedule,
+        "steps": options.steps,
+        "guidance": options.guidance,
+        "vary_strength": request.vary_strength,
+        "kit_seed": request.seed,
+        "drumdiff_version": __version__,
+    }
+
+
+def _mean_loudness(takes: list[KitTake]) -> float | None:
+    heard = [t.loudness_lufs for t in takes if t.loudness_lufs is not None]
+    if not heard:
+        return None
+    return round(10 * math.log10(sum(10 ** (v / 10) for v in heard) / len(heard)), 3)
+
+
+def _info(pipeline: DrumPipeline, request: KitRequest) -> str:
+    from drumdiff import __version__
+
+    model = pipeline.path.name if pipeline.path is not None else "a model in memory"
+    return (
+        f"Drum kit made by drumdiff {__version__} from {model}, seed {request.seed}, "
+        f"{len(request.pads)} pads on the General MIDI drum map, {request.round_robins} take(s) each "
+        f"(kit.json records how)."
+    )
+
+
+def _manifest(
+    pipeline: DrumPipeline,
+    request: KitRequest,
+    pads: list[KitPad],
+    files: list[str],
+    *,
+    model: dict[str, Any],
+    options: SamplingOptions,
+) -> dict[str, Any]:
+    from drumdiff import __version__
+
+    return {
+        "format": KIT_FORMAT,
+        "version": KIT_VERSION,
+        "name": request.name,
+        "seed": request.seed,
+        "round_robins": request.round_robins,
+        "vary_strength": request.vary_strength,
+        "loudness_target_lufs": request.loudness_lufs,
+        "peak_ceiling_dbfs": PEAK_DBFS,
+        "fade_ms": request.fade_ms,
+        "sample_rate": pipeline.sample_rate,
+        "channels": pipeline.channels,
+        "length": pipeline.length,
+        "formats": request.formats,
+        "model": model,
+        "sampling": {
+            "sampler": options.sampler,
+            "steps": options.steps,
+            "schedule": options.schedule,
+            "guidance": options.guidance,
+            "batch_size": options.batch_size,
+        },
+        "device": str(pipeline.device),
+        "drumdiff_version": __version__,
+        "torch_version": torch.__version__,
+        "pads": [
+            {
+                "note": p.pad.note,
+                "name": p.pad.name,
+                "title": p.pad.title,
+                "gm_name": p.pad.gm_name,
+                "class": p.class_name,
+                "gain_db": p.gain_db,
+                "loudness_lufs": p.loudness_lufs,
+                "takes": [vars(t) for t in p.takes],
+            }
+            for p in pads
+        ],
+        "files": sorted(files),
+    }
