@@ -44,6 +44,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the unconditional null class)",
     )
     _add_sampling_flags(gen, default_steps=20, default_n=4)
+    gen.add_argument(
+        "--index",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="originality index of the model's training clips (default: <model stem>.index.safetensors beside "
+        "the model file, if there is one); each clip's record then names its nearest training clip",
+    )
+    gen.add_argument(
+        "--max-similarity",
+        type=float,
+        default=None,
+        metavar="X",
+        help="re-draw, with a new recorded seed, any clip whose nearest training clip is more similar than X, "
+        "in (0, 1]; 0.99 catches near-copies (docs/evaluation.md, Originality); needs an index (default off)",
+    )
     gen.set_defaults(func=run_generate)
 
     vary = subparsers.add_parser(
@@ -210,9 +226,15 @@ def _count(args: argparse.Namespace) -> int:
 
 def run_generate(args: argparse.Namespace) -> int:
     session = Session(args, "generate", n=_count(args))
+
+    def redraw(seed: int):  # one clip from another seed, sampled like the rest (--max-similarity)
+        clips = session.model.generate(n=1, seed=seed, class_name=session.class_name, options=session.options)
+        return clips[0]  # (C, T)
+
     return session.run(
         lambda first, count, tick: session.model.generate(**session.sampling_kwargs(first, count, tick)),
         steps_per_batch=args.steps,
+        redraw=redraw,
         **session.seeded(session.label()),
     )
 

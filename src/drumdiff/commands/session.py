@@ -4,12 +4,16 @@ the sampling itself.
 Every value is checked, the model loaded and the inputs read before `--out` is created; then each batch is
 written as soon as it is sampled (all or nothing per batch, see `drumdiff.outputs`), so Ctrl-C or a full disk
 keeps every finished batch, recorded, and a request that fails before writing anything leaves no folder behind.
-Only the standard library is imported at module level (`--help` stays instant).
+With an originality index (generate only) each clip's record names its nearest training clip, and
+`--max-similarity` re-draws near-copies with recorded seeds; `drumdiff.evaluation.originality` and the
+classifier are imported only when there is an index. Only the standard library is imported at module level
+(`--help` stays instant).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import sys
@@ -24,9 +28,14 @@ MAX_FRAMES = 1000  # interpolate holds every frame in memory
 MANY_STEPS = 1000  # warn above this: the samplers have converged long before
 MAX_STEPS = 100_000  # refuse above this: hours per clip, surely a typo
 PLOT_CLIPS = 32  # --plot draws the first clips of a request
+INDEX_SUFFIX = ".index.safetensors"  # = drumdiff.evaluation.originality.INDEX_SUFFIX (tested)
+MAX_REDRAWS = 5  # --max-similarity: new seeds tried per clip before the least similar draw is kept
+NEAR_COPY = 0.99  # = drumdiff.evaluation.originality.DEFAULT_MAX_SIMILARITY (tested): warned about
 
 # make_batch(first, count, tick) -> clips [count, C, T]: clips first .. first + count - 1 of the request.
 MakeBatch = Callable[[int, int, Any], Any]
+# redraw(seed) -> one clip [C, T] drawn like the request's clips but from that seed (--max-similarity).
+Redraw = Callable[[int], Any]
 
 
 class Session:
@@ -54,6 +63,12 @@ class Session:
             raise DrumdiffError(
                 f"--sample-rate must be from {MIN_RATE} to {MAX_RATE} Hz, got {args.sample_rate}"
             )
+        self.max_similarity: float | None = getattr(args, "max_similarity", None)  # generate only
+        if self.max_similarity is not None and not 0 < self.max_similarity <= 1:
+            raise DrumdiffError(
+                f"--max-similarity must be in (0, 1] (a correlation; 0.99 flags near-copies), "
+                f"got {self.max_similarity}"
+            )
         if args.threads is not None:
             cores = os.cpu_count() or 1
             if not 1 <= args.threads <= cores:
@@ -78,9 +93,53 @@ class Session:
         self.model_sha256 = file_digest(self.model.path)
         self.rate = args.sample_rate or self.model.sample_rate
         self._check_format()
+        self.originality = self._open_originality()  # None: no index, nothing extra is reported
+        self.nearest: list[tuple[float, str]] = []  # (similarity, training clip) of each written clip
+        # (clip index, nearest record) of the clips above NEAR_COPY, warned about without --max-similarity
+        self.near_copies: list[tuple[int, dict]] = []
+        self.redrawn = 0
+        # notes while sampling: plain lines on stderr, or through the progress bar while it is shown
+        self._say = functools.partial(print, file=sys.stderr)
         self.folder: Path | None = None
         self.started = time.perf_counter()
         self.written: list[Path] = []
+        self._stem: str | None = None
+
+    def _open_originality(self):
+        """The originality check of `--index`, else of the index beside the model file; None without one.
+
+        Only generate has --index. The classifier is imported only when an index exists (startup stays fast).
+        A broken index found beside the model is a warning, unless --max-similarity needs it."""
+        from drumdiff.errors import DrumdiffError
+
+        if not hasattr(self.args, "index"):
+            return None
+        given = self.args.index
+        beside = self.model.path.with_name(self.model.path.stem + INDEX_SUFFIX)
+        path = Path(given) if given is not None else beside
+        if given is not None and not path.is_file():
+            raise DrumdiffError(f"--index {given}: no such file")
+        if not path.is_file():
+            if self.max_similarity is not None:
+                raise DrumdiffError(
+                    f"--max-similarity needs the originality index of the model, and none was found for "
+                    f"{self.model.path} (looked for {path}); build one from the model's training data with "
+                    f"`python -m drumdiff.evaluation.originality DATA --out {path}`, or pass --index FILE"
+                )
+            return None
+        from drumdiff.evaluation.originality import open_check
+
+        try:
+            check = open_check(path)
+        except DrumdiffError as error:
+            if given is not None or self.max_similarity is not None:
+                raise
+            print(f"warning: {error}; nearest training clips are not reported", file=sys.stderr)
+            return None
+        from drumdiff.files import file_digest
+
+        self.index_record = {"path": str(path), "sha256": file_digest(path)}
+        return check
 
     def _check_format(self) -> None:
         """Refuse, before sampling, output the format cannot hold (WAV's 4 GB)."""
@@ -113,20 +172,26 @@ class Session:
         extra: list[dict[str, Any]],
         steps_per_batch: int,
         batch_size: int | None = None,
+        redraw: Redraw | None = None,
     ) -> int:
-        """Sample the request batch by batch, writing each batch as it finishes; then the plot and summary."""
+        """Sample the request batch by batch, writing each batch as it finishes; then the plot and summary.
+
+        With an originality index each clip's record names its nearest training clip; with --max-similarity
+        `redraw(seed)` re-draws a clip that is too close to one."""
         import torch
 
         from drumdiff.errors import DrumdiffError
         from drumdiff.outputs import prepare_folder
         from drumdiff.progress import Progress
 
+        stems, extra = list(stems), [dict(e) for e in extra]  # a re-drawn clip changes its seed and name
         n, size = self.n, batch_size or self.options.batch_size
         made = _first_missing(Path(self.args.out))  # the folder (or ancestor) this request creates
         self.folder = prepare_folder(self.args.out)
         bar = None
         if self.args.progress:
             bar = Progress(-(-n // size) * steps_per_batch, desc=self.operation, unit="step")
+            self._say = functools.partial(bar.write, file=sys.stderr)
         shown: list[Any] = []
         try:
             for first in range(0, n, size):
@@ -135,6 +200,8 @@ class Session:
                 clips = make_batch(first, count, bar.update if bar else None)
                 if not bool(torch.isfinite(clips).all()):
                     raise DrumdiffError(self._non_finite_cause())
+                if self.originality is not None:
+                    clips = self._check_originality(clips, first, stems=stems, extra=extra, redraw=redraw)
                 if self.rate != self.model.sample_rate:
                     from drumdiff import audio as audio_io
 
@@ -168,13 +235,91 @@ class Session:
             bar.close()
         if shown:
             self._plot(torch.stack(shown))
+        if self.near_copies:
+            listed = ", ".join(
+                f"clip {i} ~ {near['clip']} ({near['similarity']:.4f})" for i, near in self.near_copies[:5]
+            )
+            more = f" and {len(self.near_copies) - 5} more" if len(self.near_copies) > 5 else ""
+            print(
+                f"warning: {len(self.near_copies)} clip(s) may be near-copies of training clips (similarity above "
+                f"{NEAR_COPY}, docs/evaluation.md, Originality): {listed}{more}; --max-similarity {NEAR_COPY} "
+                "re-draws such clips",
+                file=sys.stderr,
+            )
         seconds = time.perf_counter() - self.started
         seed = "" if self.seed is None else f", seed {self.seed}"
         print(
-            f"{self.operation}: {n} clip(s) in {seconds:.1f} s ({seconds / n:.2f} s per clip{seed}) -> {self.folder}",
+            f"{self.operation}: {n} clip(s) in {seconds:.1f} s ({seconds / n:.2f} s per clip{seed}) -> {self.folder}"
+            + self._originality_summary(),
             file=sys.stderr,
         )
         return 0
+
+    def _check_originality(
+        self, clips, first: int, *, stems: list[str], extra: list[dict], redraw: Redraw | None
+    ):
+        """Record each clip's nearest training clip; above --max-similarity, re-draw it with new seeds."""
+        import torch
+
+        found = self.originality.check(clips, self.model.sample_rate)
+        limit = self.max_similarity
+        out = list(clips)
+        for j, near in enumerate(found):
+            i = first + j
+            if limit is not None and near["similarity"] > limit and redraw is not None:
+                out[j], near, tried = self._redraw(i, out[j], near, seed=extra[i]["seed"], redraw=redraw)
+                extra[i]["seed"], extra[i]["redrawn_from_seeds"] = tried[-1], tried[:-1]
+                if self._stem is not None:
+                    stems[i] = f"{self._stem}_seed{tried[-1]}_{i:03d}"
+                self.redrawn += 1
+            extra[i]["nearest_training_clip"] = near
+            self.nearest.append((near["similarity"], near["clip"]))
+        if limit is None:  # reported once, before the summary line
+            self.near_copies += [
+                (i, near) for i, near in enumerate(found, start=first) if near["similarity"] > NEAR_COPY
+            ]
+        return torch.stack(out)
+
+    def _redraw(self, i: int, clip, near: dict, *, seed: int, redraw: Redraw) -> tuple[Any, dict, list[int]]:
+        """Draw clip i again from seeds stable_seed(request seed, i, attempt) until its nearest training clip
+        is at most --max-similarity; after MAX_REDRAWS keep the least similar draw. Returns (clip, its
+        nearest record, the seeds drawn with the kept one last)."""
+        import torch
+
+        from drumdiff.errors import DrumdiffError
+        from drumdiff.files import stable_seed
+
+        limit = self.max_similarity
+        draws: list[tuple[float, int, Any, dict]] = [(near["similarity"], seed, clip, near)]  # in draw order
+        for attempt in range(1, MAX_REDRAWS + 1):
+            new_seed = stable_seed(self.seed, i, attempt)
+            self._say(
+                f"clip {i}: similarity {draws[-1][0]:.4f} to the training clip {draws[-1][3]['clip']} is above "
+                f"--max-similarity {limit:g}; re-drawing it with seed {new_seed}"
+            )
+            clip = redraw(new_seed)
+            if not bool(torch.isfinite(clip).all()):
+                raise DrumdiffError(self._non_finite_cause())
+            new = self.originality.check(clip[None], self.model.sample_rate)[0]
+            draws.append((new["similarity"], new_seed, clip, new))
+            if new["similarity"] <= limit:
+                break
+        else:
+            kept = min(range(len(draws)), key=lambda k: (draws[k][0], k))
+            self._say(
+                f"warning: clip {i}: every one of {len(draws)} draws is above --max-similarity {limit:g}; kept "
+                f"the least similar (seed {draws[kept][1]}, similarity {draws[kept][0]:.4f})"
+            )
+            draws.append(draws.pop(kept))
+        return draws[-1][2], draws[-1][3], [d[1] for d in draws]
+
+    def _originality_summary(self) -> str:
+        """'; nearest training clip: max similarity S (CLIP)[, K re-drawn]' for the summary line."""
+        if not self.nearest:
+            return ""
+        similarity, clip = max(self.nearest)
+        redrawn = f", {self.redrawn} re-drawn" if self.redrawn else ""
+        return f"; nearest training clip: max similarity {similarity:.4f} ({clip}){redrawn}"
 
     def _non_finite_cause(self) -> str:
         """Blame NaN/Inf output on the value that causes it (a huge --guidance), else on the model."""
@@ -210,6 +355,10 @@ class Session:
             base["class_name_requested"] = self.args.class_name
         if self.seed is not None:
             base["request_seed"] = self.seed
+        if self.originality is not None:
+            base["originality_index"] = self.index_record
+            if self.max_similarity is not None:
+                base["max_similarity"] = self.max_similarity
         timing = {"timing": {"seconds_per_clip": round(per_clip, 4), "unix_time": round(time.time(), 3)}}
         records = [{**base, **e, **timing} for e in extra]
         assert self.folder is not None
@@ -255,6 +404,7 @@ class Session:
         """File stems `STEM_seedS_III` and per-clip record fields for the n clips seeded SEED + i."""
         assert self.seed is not None
         seeds = [self.seed + i for i in range(self.n)]
+        self._stem = stem  # a re-drawn clip i is named STEM_seedS_III after its new seed
         return {
             "stems": [f"{stem}_seed{s}_{i:03d}" for i, s in enumerate(seeds)],
             "extra": [{"index": i, "seed": s, **fields} for i, s in enumerate(seeds)],
