@@ -447,3 +447,54 @@ def test_a_failure_while_writing_leaves_nothing(model_path, tmp_path, monkeypatc
     assert run("kit", target, "--model", model_path, *QUICK) == 2
     assert "the disk is full" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # neither the kit, its hidden staging folder, nor the new parents
+
+
+def test_originality_index_records_nearest_clips_and_redraws_a_copied_pad(
+    model_path, tmp_path, capsys
+) -> None:
+    from drumdiff.evaluation.originality import index_from_clips, index_path_for, save_index
+    from drumdiff.files import stable_seed
+    from drumdiff.pipeline import load_model
+
+    model = tmp_path / "m" / "tiny.safetensors"
+    model.parent.mkdir()
+    shutil.copy(model_path, model)
+    pipeline = load_model(model, device="cpu")
+    torch.set_num_threads(1)
+    kick = pipeline.generate(
+        n=1, seed=stable_seed("kit", 11, 36), class_name="kick", steps=2
+    )  # take 1 of kick
+    ids = [{"path": "kick/copied.flac", "group": "train-kit", "class": "kick"}]
+    save_index(index_path_for(model), index_from_clips(kick, pipeline.sample_rate, ids=ids))
+
+    args = ["kit", "--model", model, "--pads", "kick,snare", "--round-robins", 2, "--seed", 11, *QUICK]
+    assert run(*args[:1], tmp_path / "plain", *args[1:]) == 0
+    plain = manifest(tmp_path / "plain")
+    takes = {p["name"]: p["takes"] for p in plain["pads"]}
+    assert takes["kick"][0]["nearest_training_clip"]["similarity"] > 0.999  # the copy, found and not re-drawn
+    assert takes["kick"][0]["nearest_training_clip"]["clip"] == "kick/copied.flac"
+    assert all(t["nearest_training_clip"] is not None for p in takes.values() for t in p)
+
+    # a random-weight model's draws all sound alike (similarity about 0.99-0.999): 0.999 tells the copy apart
+    assert run(*args[:1], tmp_path / "fresh", *args[1:], "--max-similarity", 0.999) == 0
+    fresh = {p["name"]: p["takes"] for p in manifest(tmp_path / "fresh")["pads"]}
+    first = fresh["kick"][0]
+    assert (
+        first["redrawn_from_seeds"] == [takes["kick"][0]["seed"]]
+        and first["seed"] != takes["kick"][0]["seed"]
+    )
+    assert first["nearest_training_clip"]["similarity"] <= 0.999
+    assert (
+        fresh["snare"][0]["redrawn_from_seeds"] == []
+        and fresh["snare"][0]["seed"] == takes["snare"][0]["seed"]
+    )
+    assert run(*args[:1], tmp_path / "again", *args[1:], "--max-similarity", 0.999) == 0
+    again = {p["name"]: p["takes"] for p in manifest(tmp_path / "again")["pads"]}
+    assert again["kick"][0]["seed"] == first["seed"]  # deterministic
+
+    capsys.readouterr()
+    bare = tmp_path / "bare.safetensors"
+    shutil.copy(model_path, bare)
+    assert run("kit", tmp_path / "none", "--model", bare, "--max-similarity", 0.99, *QUICK) == 2
+    assert "--max-similarity needs the originality index" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()

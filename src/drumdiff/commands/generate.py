@@ -43,23 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="class to generate, matched ignoring case and a plural s (conditional models; default: none, "
         "the unconditional null class)",
     )
-    _add_sampling_flags(gen, default_steps=20, default_n=4)
-    gen.add_argument(
-        "--index",
-        type=Path,
-        default=None,
-        metavar="FILE",
-        help="originality index of the model's training clips (default: <model stem>.index.safetensors beside "
-        "the model file, if there is one); each clip's record then names its nearest training clip",
-    )
-    gen.add_argument(
-        "--max-similarity",
-        type=float,
-        default=None,
-        metavar="X",
-        help="re-draw, with a new recorded seed, any clip whose nearest training clip is more similar than X, "
-        "in (0, 1]; 0.99 catches near-copies (docs/evaluation.md, Originality); needs an index (default off)",
-    )
+    add_sampling_flags(gen, default_steps=20, default_n=4)
+    add_originality_flags(gen)
     gen.set_defaults(func=run_generate)
 
     vary = subparsers.add_parser(
@@ -76,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="how far to move away from the input, in (0, 1]; 1.0 ignores it (default 0.5)",
     )
     _add_class_flag(vary)
-    _add_sampling_flags(vary, default_steps=20, default_n=1)
+    add_sampling_flags(vary, default_steps=20, default_n=1)
     vary.set_defaults(func=run_vary)
 
     inter = subparsers.add_parser(
@@ -94,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"clips to write, endpoints included, 2 to {MAX_FRAMES} (default 5)",
     )
     _add_class_flag(inter)
-    _add_sampling_flags(inter, default_steps=100, default_n=None)
+    add_sampling_flags(inter, default_steps=100, default_n=None)
     inter.set_defaults(func=run_interpolate)
 
     inpaint = subparsers.add_parser(
@@ -110,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="milliseconds kept from the start, at least one sample (default 40)",
     )
     _add_class_flag(inpaint)
-    _add_sampling_flags(inpaint, default_steps=20, default_n=1)
+    add_sampling_flags(inpaint, default_steps=20, default_n=1)
     inpaint.set_defaults(func=run_inpaint)
 
     models = subparsers.add_parser(
@@ -131,16 +116,38 @@ def _add_class_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_sampling_flags(
-    parser: argparse.ArgumentParser, *, default_steps: int, default_n: int | None
+def add_originality_flags(parser: argparse.ArgumentParser) -> None:
+    """--index and --max-similarity (generate, kit): nearest training clips, and re-drawing near-copies."""
+    parser.add_argument(
+        "--index",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="originality index of the model's training clips (default: <model stem>.index.safetensors beside "
+        "the model file, if there is one); each clip's record then names its nearest training clip",
+    )
+    parser.add_argument(
+        "--max-similarity",
+        type=float,
+        default=None,
+        metavar="X",
+        help="re-draw, with a new recorded seed, any clip whose nearest training clip is more similar than X, "
+        "in (0, 1]; 0.99 catches near-copies (docs/evaluation.md, Originality); needs an index (default off)",
+    )
+
+
+def add_sampling_flags(
+    parser: argparse.ArgumentParser, *, default_steps: int, default_n: int | None, clip_outputs: bool = True
 ) -> None:
-    """Flags shared by the sampling commands. `default_n=None` (interpolate: --frames counts the clips, and
-    deterministic DDIM draws no noise) leaves out -n, --sampler, --schedule and --seed."""
+    """Flags shared by the sampling commands (and `kit`). `default_n=None` (interpolate: --frames counts the
+    clips, and deterministic DDIM draws no noise) leaves out -n, --sampler, --schedule and --seed;
+    `clip_outputs=False` (kit: its own folder layout and seed) leaves out -n, --seed, --out, --format,
+    --sample-rate and --plot."""
     parser.add_argument(
         "--model", default=None, help="model name or .safetensors path (default: the shipped model)"
     )
     seeded = default_n is not None
-    if seeded:
+    if seeded and clip_outputs:
         parser.add_argument(
             "-n", type=int, default=default_n, help=f"number of clips, 1 to {MAX_CLIPS} (default {default_n})"
         )
@@ -159,6 +166,7 @@ def _add_sampling_flags(
             default="log-snr",
             help=f"time schedule: {', '.join(SCHEDULE_NAMES)} (linear = the original's; default log-snr)",
         )
+    if seeded and clip_outputs:
         parser.add_argument(
             "--seed",
             type=int,
@@ -171,23 +179,24 @@ def _add_sampling_flags(
         default=1.0,
         help="classifier-free guidance scale, needs a class (conditional models; default 1: plain conditional)",
     )
-    parser.add_argument(
-        "--out", type=Path, default=Path("drumdiff-out"), help="output folder (default drumdiff-out)"
-    )
-    parser.add_argument(
-        "--format", choices=FORMATS, default="wav24", help="audio file format (default wav24)"
-    )
-    parser.add_argument(
-        "--sample-rate",
-        type=int,
-        default=None,
-        help=f"resample the output, {MIN_RATE} to {MAX_RATE} Hz, e.g. 48000 (default: the model's)",
-    )
+    if clip_outputs:
+        parser.add_argument(
+            "--out", type=Path, default=Path("drumdiff-out"), help="output folder (default drumdiff-out)"
+        )
+        parser.add_argument(
+            "--format", choices=FORMATS, default="wav24", help="audio file format (default wav24)"
+        )
+        parser.add_argument(
+            "--sample-rate",
+            type=int,
+            default=None,
+            help=f"resample the output, {MIN_RATE} to {MAX_RATE} Hz, e.g. 48000 (default: the model's)",
+        )
     parser.add_argument(
         "--batch-size",
         type=int,
         default=8,
-        help="clips per network batch; each batch is written as it finishes (default 8)",
+        help="clips per network batch (default 8)",
     )
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 or mps (default: best available)")
     parser.add_argument(
@@ -196,12 +205,14 @@ def _add_sampling_flags(
         default=None,
         help="CPU threads for torch, at most the CPU count (default: torch's choice)",
     )
-    parser.add_argument(
-        "--plot",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help=f"also write one PNG of the waveforms and spectrograms of the first {PLOT_CLIPS} clips (default off)",
-    )
+    if clip_outputs:
+        parser.add_argument(
+            "--plot",
+            action=argparse.BooleanOptionalAction,
+            default=False,
+            help=f"also write one PNG of the waveforms and spectrograms of the first {PLOT_CLIPS} clips "
+            "(default off)",
+        )
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,

@@ -1,6 +1,7 @@
 """`drumdiff kit OUT_DIR`: a kit of pads on the General MIDI drum map, for SFZ, Hydrogen and Decent Sampler.
 
-The sampling flags are generate's own definitions (`add_sampling_flags` copies them), and their checks,
+The sampling and originality flags are generate's own definitions (`add_sampling_flags`,
+`add_originality_flags`), and their checks,
 the model and the seed are `commands.session.Session`'s, so `kit` and `generate` read and check them alike.
 Everything about the kit itself (pads, round robins, out folder, formats) is checked before the model is
 loaded; nothing is written until every take is sampled. Only the standard library and the torch-free
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from drumdiff.commands.generate import _add_sampling_flags
+from drumdiff.commands.generate import add_originality_flags, add_sampling_flags
 from drumdiff.kits.formats import FORMATS, MAX_ROUND_ROBINS, SAMPLES
 from drumdiff.kits.pads import DEFAULT_PADS, SHORT_NAMES
 
@@ -24,18 +25,6 @@ from drumdiff.kits.pads import DEFAULT_PADS, SHORT_NAMES
 LOUDNESS_LUFS = -20.0
 VARY_STRENGTH = 0.2
 PEAK_DBFS = -0.3
-# generate's flags that a kit shares: how to sample, on what (-n, --out, --format, --plot, --seed: its own)
-SHARED_FLAGS = (
-    "model",
-    "steps",
-    "sampler",
-    "schedule",
-    "guidance",
-    "batch_size",
-    "device",
-    "threads",
-    "progress",
-)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -101,17 +90,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace an earlier kit in OUT_DIR, one that holds nothing but its own files (default off)",
     )
-    add_sampling_flags(kit)
+    add_sampling_flags(kit, default_steps=20, default_n=1, clip_outputs=False)
+    add_originality_flags(kit)
     kit.set_defaults(func=run_kit, class_name=None, sample_rate=None, format="wav24")  # what Session reads
-
-
-def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
-    """Add generate's definitions of the SHARED_FLAGS to `parser` (one definition of each flag)."""
-    donor = argparse.ArgumentParser(add_help=False)
-    _add_sampling_flags(donor, default_steps=20, default_n=1)
-    for action in donor._actions:
-        if action.dest in SHARED_FLAGS:
-            parser._add_action(action)
 
 
 def run_kit(args: argparse.Namespace) -> int:
@@ -132,7 +113,10 @@ def run_kit(args: argparse.Namespace) -> int:
     total = kit_steps(len(request.pads), request.round_robins, session.options, request.vary_strength)
     bar = Progress(total, desc="kit", unit="step") if args.progress else None
     try:
-        kit = make_kit(session.model, request, options=session.options, progress=bar.update if bar else None)
+        kit = make_kit(
+            session.model, request, options=session.options, originality=session.originality,
+            max_similarity=session.max_similarity, progress=bar.update if bar else None,
+        )  # fmt: skip
     finally:
         if bar is not None:
             bar.close()

@@ -21,12 +21,13 @@ with `overwrite=True`, a drumdiff kit holding only the files its kit.json lists 
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -47,12 +48,16 @@ from drumdiff.kits.formats import (
 from drumdiff.kits.pads import Pad, parse_pads
 from drumdiff.pipeline import DrumPipeline, SamplingOptions, load_model, vary_steps
 
+if TYPE_CHECKING:
+    from drumdiff.evaluation.originality import OriginalityCheck
+
 # -20 LUFS: a level most one-shots reach under the peak ceiling. Measured on the 854 one-shots of Debian's
 # hydrogen-drumkits cut to a model clip (0.74 s) and peaking at -0.3 dBFS: median -17.5 LUFS, three in four
 # at -20 or louder. The peakiest quarter (sharp clicks, which 400 ms loudness blocks underrate) stays quieter.
 DEFAULT_LOUDNESS_LUFS = -20.0
 PEAK_DBFS = -0.3  # the ceiling of every take: inter-sample peaks and 24-bit rounding stay below 0 dBFS
 DEFAULT_VARY_STRENGTH = 0.2  # round robins: enough to vary the hit, too little to change the drum
+MAX_REDRAWS = 5  # max_similarity: new seeds tried per pad before the least similar draw is kept
 LOUDNESS_RANGE = (-60.0, 0.0)
 
 
@@ -66,6 +71,8 @@ class KitTake:
     seed: int
     loudness_lufs: float | None  # after the pad's gain; None for digital silence
     peak_dbfs: float
+    nearest_training_clip: dict[str, Any] | None = None  # with an originality index: similarity, clip, ...
+    redrawn_from_seeds: tuple[int, ...] = ()  # take 1 only: seeds whose draws were near-copies
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,8 @@ def generate_kit(
     loudness_lufs: float = DEFAULT_LOUDNESS_LUFS,
     fade_ms: float = 0.0,
     overwrite: bool = False,
+    index: str | os.PathLike | None = None,
+    max_similarity: float | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Kit:
     """Generate a kit of pads on the General MIDI drum map and write it to `out_dir` (see the module doc).
@@ -171,7 +180,9 @@ def generate_kit(
     model: a pipeline, or a model name or path (None: the shipped model). pads: names, GM names or notes
     (`"kick,snare,42"`; default DEFAULT_PADS). round_robins: takes per pad, 1-16. formats: some of
     wav, sfz, hydrogen, dspreset (default all). options: how to sample. progress(steps) is called after
-    each network evaluation (`kit_steps` counts them). Returns the written `Kit`.
+    each network evaluation (`kit_steps` counts them). index: the model's originality index (default: the
+    one beside the model file, if any); with one, every take records its nearest training clip, and
+    max_similarity re-draws a pad whose first take is closer than that. Returns the written `Kit`.
     """
     request = KitRequest.of(
         out_dir=out_dir, pads=pads, round_robins=round_robins, seed=seed, name=name, formats=formats,
@@ -179,7 +190,21 @@ def generate_kit(
     )  # fmt: skip
     options = options or SamplingOptions()
     pipeline = model if isinstance(model, DrumPipeline) else load_model(model)
-    return make_kit(pipeline, request, options=options, progress=progress)
+    originality = None
+    if pipeline.path is not None or index is not None:
+        from drumdiff.evaluation.originality import open_check, open_for_model
+
+        originality = (
+            open_check(index) if pipeline.path is None else open_for_model(pipeline.path, index=index)
+        )
+    if max_similarity is not None and originality is None:
+        raise DrumdiffError(
+            "max_similarity needs an originality index: none was given or found beside the model"
+        )
+    return make_kit(
+        pipeline, request, options=options, originality=originality, max_similarity=max_similarity,
+        progress=progress,
+    )  # fmt: skip
 
 
 def make_kit(
@@ -187,9 +212,16 @@ def make_kit(
     request: KitRequest,
     *,
     options: SamplingOptions,
+    originality: OriginalityCheck | None = None,
+    max_similarity: float | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Kit:
-    """Sample, level and write a checked request (`generate_kit` without the checks)."""
+    """Sample, level and write a checked request (`generate_kit` without the checks). With `originality`,
+    each take's nearest training clip is recorded; a pad whose first take is above `max_similarity` is
+    drawn again from seeds `stable_seed("kit", SEED, NOTE, attempt)`, up to MAX_REDRAWS times (then the least
+    similar draw is kept)."""
+    if max_similarity is not None and not 0 < max_similarity <= 1:
+        raise DrumdiffError(f"max similarity must be in (0, 1], got {max_similarity}")
     classes = [pad_class(pipeline, pad) for pad in request.pads]
     fade = round(request.fade_ms * pipeline.sample_rate / 1000)
     if fade > pipeline.length:
@@ -197,11 +229,17 @@ def make_kit(
             f"fade of {request.fade_ms:g} ms is longer than a clip "
             f"({pipeline.length / pipeline.sample_rate * 1000:.1f} ms)"
         )
-    takes, seeds = _sample(pipeline, request, classes, options=options, progress=progress)
+    takes, seeds = _sample(
+        pipeline, request, classes, options=options, originality=originality, max_similarity=max_similarity,
+        progress=progress,
+    )  # fmt: skip
     takes, seeds = _order_families(request.pads, takes, seeds, sample_rate=pipeline.sample_rate)
     if fade:
         takes = [_fade_out(clips, fade) for clips in takes]
     levelled = [_level(clips, request.loudness_lufs, pipeline.sample_rate) for clips in takes]
+    if originality is not None:  # of the takes as written
+        for (clips, _), used in zip(levelled, seeds, strict=True):
+            used["nearest"] = originality.check(clips, pipeline.sample_rate)
     return _write_kit(pipeline, request, classes, levelled, seeds, options=options)
 
 
@@ -236,14 +274,25 @@ def _sample(
     classes: list[str],
     *,
     options: SamplingOptions,
+    originality: OriginalityCheck | None,
+    max_similarity: float | None,
     progress: Callable[[int], None] | None,
-) -> tuple[list[Tensor], list[dict[str, int]]]:
-    """Every pad's takes [K, C, T] at the model's level, and the seeds used ({"seed", "vary_seed"})."""
+) -> tuple[list[Tensor], list[dict[str, Any]]]:
+    """Every pad's takes [K, C, T] at the model's level, and the seeds used ({"seed", "vary_seed",
+    "redrawn_from_seeds"})."""
     takes, seeds = [], []
     for pad, class_name in zip(request.pads, classes, strict=True):
+        draw = functools.partial(
+            pipeline.generate, n=1, class_name=class_name, options=options, progress=progress
+        )  # draw(seed=S) -> [1, C, T]
         seed = stable_seed("kit", request.seed, pad.note)
-        first = pipeline.generate(n=1, seed=seed, class_name=class_name, options=options, progress=progress)
-        used = {"seed": seed}
+        first, tried = draw(seed=seed), [seed]
+        if originality is not None and max_similarity is not None:
+            first, tried = _redraw_near_copies(
+                draw, first, pad=pad, kit_seed=request.seed, originality=originality, limit=max_similarity,
+                sample_rate=pipeline.sample_rate,
+            )  # fmt: skip
+        used: dict[str, Any] = {"seed": tried[-1], "redrawn_from_seeds": tuple(tried[:-1])}
         clips = first
         if request.round_robins > 1:
             used["vary_seed"] = stable_seed("kit-rr", request.seed, pad.note)
@@ -262,8 +311,33 @@ def _sample(
     return takes, seeds
 
 
+def _redraw_near_copies(
+    draw: Callable[[int], Tensor],
+    first: Tensor,
+    *,
+    pad: Pad,
+    kit_seed: int,
+    originality: OriginalityCheck,
+    limit: float,
+    sample_rate: int,
+) -> tuple[Tensor, list[int]]:
+    """Draw a pad's first take again while it is above `limit`; returns the kept draw and every seed tried,
+    the kept one last."""
+    seed = stable_seed("kit", kit_seed, pad.note)
+    draws = [(originality.check(first, sample_rate)[0]["similarity"], seed, first)]
+    for attempt in range(1, MAX_REDRAWS + 1):
+        if draws[-1][0] <= limit:
+            break
+        seed = stable_seed("kit", kit_seed, pad.note, attempt)
+        clip = draw(seed=seed)
+        draws.append((originality.check(clip, sample_rate)[0]["similarity"], seed, clip))
+    if draws[-1][0] > limit:  # every draw too close: keep the least similar
+        draws.append(draws.pop(min(range(len(draws)), key=lambda k: (draws[k][0], k))))
+    return draws[-1][2], [d[1] for d in draws]
+
+
 def _order_families(
-    pads: list[Pad], takes: list[Tensor], seeds: list[dict[str, int]], *, sample_rate: int
+    pads: list[Pad], takes: list[Tensor], seeds: list[dict[str, Any]], *, sample_rate: int
 ) -> tuple[list[Tensor], list[dict[str, int]]]:
     """Swap whole pads (takes and seeds) within each family so that rank follows the family's measure:
     toms by spectral centroid (low tom = darkest), hi-hats by tail length (open = longest)."""
@@ -368,6 +442,8 @@ def _write_pad(
             seed=seeds["seed"] if index == 0 else seeds["vary_seed"] + index - 1,
             loudness_lufs=round(loudness, 3) if math.isfinite(loudness) else None,
             peak_dbfs=round(audio_io.peak_db(clip), 3),
+            nearest_training_clip=seeds["nearest"][index] if "nearest" in seeds else None,
+            redrawn_from_seeds=seeds["redrawn_from_seeds"] if index == 0 else (),
         )
         record = {**base, "pad": pad.name, "note": pad.note, "class_name": class_name, "take": take.take,
                   "operation": take.operation, "seed": take.seed}  # fmt: skip
