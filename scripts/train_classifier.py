@@ -295,21 +295,50 @@ def cross_validate(
     return 0
 
 
+HELD_OUT = ("val", "test")  # held-out kits, and the held-out source (corpus.sh: lmms-common)
+
+
+def report_split(
+    name: str, model: DrumClassifier, items: list[dict], audio: torch.Tensor, labels: torch.Tensor,
+    classes: list[str],
+) -> dict:  # fmt: skip
+    """Print and return one held-out split's macro accuracy, recalls and confusion matrix."""
+    logits, _ = predict(model, audio)
+    matrix = confusion(labels, logits.argmax(1), len(classes))
+    recalls = matrix.diagonal() / matrix.sum(1).clip(min=1)
+    macro = macro_accuracy(matrix)
+    kits = sorted({i["group"] for i in items})
+    print(f"{name}: held-out macro accuracy ({len(labels)} clips of {', '.join(kits)}): {macro:.3f}")
+    print(markdown_confusion(matrix, classes))
+    return {
+        "kits": kits,
+        "clips": len(labels),
+        "macro_accuracy": round(macro, 4),
+        "recall": {c: round(float(r), 4) for c, r in zip(classes, recalls, strict=True)},
+        "confusion": matrix.tolist(),
+        "predictions": [
+            prediction_row(item, classes, p) for item, p in zip(items, logits.softmax(1), strict=True)
+        ],
+    }
+
+
 def train_and_save(
     root: Path, manifest_bytes: bytes, manifest: dict, classes: list[str], subclasses: list[str],
     config: ClassifierConfig, args: argparse.Namespace, argv: list[str] | None, commit: str,
 ) -> int:  # fmt: skip
-    """Train on the manifest's train split, report on its val split (held-out kits), write the classifier."""
+    """Train on the manifest's train split, report on each held-out split (val kits, test source), write it."""
     train_items = [i for i in manifest["items"] if i["split"] == "train" and i["class"] in classes]
-    val_items = [i for i in manifest["items"] if i["split"] == "val" and i["class"] in classes]
-    train_x, train_y = load_items(root, manifest, train_items, classes)
-    val_x, val_y = load_items(root, manifest, val_items, classes)
-    kits = {
-        s: sorted({i["group"] for i in items}) for s, items in (("train", train_items), ("val", val_items))
+    held_items = {
+        s: [i for i in manifest["items"] if i["split"] == s and i["class"] in classes] for s in HELD_OUT
     }
-    print(
-        f"train {len(train_x)} clips from {len(kits['train'])} kits, val {len(val_x)} from {len(kits['val'])}"
-    )
+    held_items = {s: items for s, items in held_items.items() if items}
+    if "val" not in held_items:
+        raise SystemExit(f"{root}: the manifest has no val clips of the classes {', '.join(classes)}")
+    train_x, train_y = load_items(root, manifest, train_items, classes)
+    train_kits = sorted({i["group"] for i in train_items})
+    print(f"train {len(train_x)} clips from {len(train_kits)} kits; held out: " + ", ".join(
+        f"{s} {len(items)} clips" for s, items in held_items.items()
+    ))  # fmt: skip
     print(
         "train per class:",
         dict(zip(classes, torch.bincount(train_y, minlength=len(classes)).tolist(), strict=True)),
@@ -324,27 +353,26 @@ def train_and_save(
     seconds = time.time() - started
     train_logits, _ = predict(model, train_x)
     train_acc = float((train_logits.argmax(1) == train_y).float().mean())
-    val_logits, _ = predict(model, val_x)
-    matrix = confusion(val_y, val_logits.argmax(1), len(classes))
-    recalls = matrix.diagonal() / matrix.sum(1).clip(min=1)
-    macro = macro_accuracy(matrix)
     print(f"train accuracy {train_acc:.3f} ({seconds:.0f} s)")
-    print(f"held-out macro accuracy ({len(val_y)} clips of {', '.join(kits['val'])}): {macro:.3f}")
-    print(markdown_confusion(matrix, classes))
+    reports = {
+        s: report_split(s, model, items, *load_items(root, manifest, items, classes), classes)
+        for s, items in held_items.items()
+    }
     if args.predictions:
-        probs = val_logits.softmax(1)
-        rows = [prediction_row(item, classes, probs[k]) for k, item in enumerate(val_items)]
-        write_json(args.predictions, rows, indent=1)
+        write_json(args.predictions, {s: r["predictions"] for s, r in reports.items()}, indent=1)
+    val = reports["val"]
     provenance = {
         "script": "scripts/train_classifier.py",
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
         "git_commit": commit,
         "device": args.device,
         "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-        "train_kits": kits["train"],
-        "val_kits": kits["val"],
+        "train_kits": train_kits,
+        "val_kits": val["kits"],
         "train_clips": len(train_x),
-        "val_clips": len(val_x),
+        "val_clips": val["clips"],
+        **{f"{s}_kits": r["kits"] for s, r in reports.items() if s != "val"},
+        **{f"{s}_clips": r["clips"] for s, r in reports.items() if s != "val"},
         "epochs": args.epochs,
         "steps": args.epochs * max(1, len(train_x) // args.batch_size),
         "batch_size": args.batch_size,
@@ -354,9 +382,11 @@ def train_and_save(
         "subclasses": subclasses,
         "train_seconds": round(seconds),
         "train_accuracy": round(train_acc, 4),
-        "val_macro_accuracy": round(macro, 4),
-        "val_recall": {c: round(float(r), 4) for c, r in zip(classes, recalls, strict=True)},
-        "val_confusion": matrix.tolist(),
+        **{
+            f"{s}_{key}": r[key]
+            for s, r in reports.items()
+            for key in ("macro_accuracy", "recall", "confusion")
+        },
         "torch": torch.__version__,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
