@@ -142,6 +142,57 @@ def test_studio_requests_write_fresh_files(tmp_path, model_path):
     assert zipfile.ZipFile(kept).namelist() == ["kick_seed5_000.wav", "kick_seed5_000-1.wav"]
 
 
+def test_studio_kit_writes_a_kit_its_picture_and_a_zip(tmp_path, model_path):
+    from PIL import Image
+
+    from drumdiff.app.actions import Studio
+
+    studio = Studio(load_model(model_path, device="cpu"), Workspace(tmp_path))
+    requests = studio.workspace.root / "requests"
+    seen: list[tuple[int, int, str]] = []
+    asked = dict(pads=["kick", "snare"], round_robins=2, seed=3, name="Test Kit", loudness_lufs=-20.0,
+                 options=SamplingOptions(steps=2))  # fmt: skip
+    made = studio.kit(**asked, progress=lambda *report: seen.append(report))
+    folder = made.kit.folder
+    assert folder.parent.parent == requests and folder.name == "Test_Kit"
+    assert made.message.startswith("kit: 2 pads x 2 take(s), seed 3")
+    assert seen[0] == (0, seen[0][1], "sampling") and seen[-1] == (seen[0][1], seen[0][1], "sampling")
+    assert made.picture == folder / "kit.png" and "kit.png" in made.kit.files
+    with Image.open(made.picture) as image:
+        assert image.format == "PNG" and image.size[1] > 200
+    assert [(label, path.relative_to(folder).as_posix()) for label, path in made.first_takes] == [
+        ("36 kick", "samples/36_kick_1.wav"),
+        ("38 snare", "samples/38_snare_1.wav"),
+    ]
+    assert made.zip_path.parent == folder.parent and made.zip_path.name == "Test_Kit.zip"
+    with zipfile.ZipFile(made.zip_path) as archive:  # the kit folder, relative paths under one top folder
+        names = archive.namelist()
+        assert sorted(names) == sorted(f"Test_Kit/{f}" for f in made.kit.files)
+        assert archive.read("Test_Kit/kit.json") == (folder / "kit.json").read_bytes()
+    wanted = [
+        "kit.json",
+        "kit.png",
+        "Test_Kit.sfz",
+        "drumkit.xml",
+        "samples/36_kick_1.wav",
+        "samples/38_snare_2.wav",
+    ]
+    assert {f"Test_Kit/{f}" for f in wanted} <= set(names)
+    again = studio.kit(**asked)  # a fresh folder, never the same one; same seed, same sounds
+    assert again.kit.folder != folder
+    kick = "samples/36_kick_1.wav"
+    assert (again.kit.folder / kick).read_bytes() == (folder / kick).read_bytes()
+
+    with pytest.raises(DrumdiffError, match="no pads given"):
+        studio.kit(**{**asked, "pads": []})
+    unconditional = load_model(tiny_model_file(tmp_path / "plain.safetensors"), device="cpu")
+    plain = Studio(unconditional, studio.workspace)
+    with pytest.raises(DrumdiffError, match=r"pad kick \(note 36\) needs class kick"):
+        plain.kit(**asked)
+    made_folders = sorted([folder.parent, again.kit.folder.parent])
+    assert sorted(requests.iterdir()) == made_folders  # the failed requests left nothing
+
+
 def test_cli_needs_a_model_and_generate_does_not_import_gradio(tmp_path, capsys):
     from drumdiff.cli import main
 
@@ -166,7 +217,7 @@ def test_page_builds_with_every_tab(model_path, tmp_path, monkeypatch):
 
     demo = build_app(Studio(load_model(model_path, device="cpu"), Workspace(tmp_path)), Embedder())
     labels = [block.label for block in demo.blocks.values() if type(block).__name__ == "Tab"]
-    assert labels == ["Generate", "Vary", "Interpolate", "Inpaint", "Map"]
+    assert labels == ["Generate", "Vary", "Interpolate", "Inpaint", "Kit", "Map"]
     assert demo.analytics_enabled is False
 
 
@@ -311,7 +362,7 @@ def test_browser_session(server, tmp_path):
 
 
 def session(page, url: str, tmp_path: Path) -> None:
-    """What a person does: generate, download, keep, vary, upload a bad file, explore the map."""
+    """What a person does: generate, download, keep, vary, upload a bad file, make a kit, explore the map."""
     page.goto(url)
     page.wait_for_selector("#generate-button")
 
@@ -363,6 +414,23 @@ def session(page, url: str, tmp_path: Path) -> None:
     set_number(page, "#inpaint-n", 1)
     page.click("#inpaint-button")
     page.wait_for_selector("#inpaint-status:has-text('inpaint: 1 clip(s)')")
+
+    # Kit: no pads is the page's error message; two pads give the picture, a player each and the zip.
+    page.get_by_role("tab", name="Kit").click()
+    page.click("#kit-no-pads")
+    page.click("#kit-button")
+    page.wait_for_selector("[data-testid='toast-body']:has-text('no pads given')")
+    page.get_by_label("Snare (38)").check()
+    page.get_by_label("Kick (36)").check()  # ticked second, still the first pad: the boxes' order
+    set_number(page, "#kit-steps", 2)
+    page.click("#kit-button")
+    page.wait_for_selector("#kit-status:has-text('kit: 2 pads x 1 take(s)')")
+    page.wait_for_selector("#kit-picture img")
+    for i, label in enumerate(["36 kick", "38 snare"]):
+        page.wait_for_selector(f"#kit-pad-{i}-audio [data-testid='audio-player-{label}']", state="attached")
+    assert not page.is_visible("#kit-pad-2-audio")
+    names = set(zipfile.ZipFile(download(page, "#kit-zip", tmp_path)).namelist())
+    assert {f"drumdiff_kit/{f}" for f in ("kit.json", "kit.png", "samples/38_snare_1.wav")} <= names
 
     # Map: click a point, hear it, ask for more like it.
     page.get_by_role("tab", name="Map").click()

@@ -121,7 +121,8 @@ def test_kit_help_gives_every_default() -> None:
     parser = subparsers.choices["kit"]
     flags = {o for a in parser._actions for o in a.option_strings}
     assert {"--model", "--steps", "--sampler", "--schedule", "--guidance", "--device", "--threads"} <= flags
-    assert not {"-n", "--out", "--format", "--plot", "--sample-rate"} & flags
+    assert "--plot" in flags and "--no-plot" in flags
+    assert not {"-n", "--out", "--format", "--sample-rate"} & flags
     for action in parser._actions:
         if action.option_strings and action.dest != "help":
             assert "default" in action.help, action.option_strings
@@ -159,6 +160,25 @@ def test_kit_pads_takes_and_levels(kit) -> None:
         assert float(mean) == pytest.approx(target, abs=0.05) or loudest_peak == pytest.approx(
             ceiling, abs=0.01
         )
+
+
+def test_plot_writes_the_kit_picture_inside_the_kit(model_path, kit, tmp_path, capsys) -> None:
+    from PIL import Image
+
+    assert not (kit / "kit.png").exists() and "kit.png" not in manifest(kit)["files"]  # off by default
+    folder = tmp_path / "plotted"
+    pads = ["--pads", "kick,snare,hihat-closed", "--round-robins", 3, "--seed", 4]
+    assert run("kit", folder, "--model", model_path, *pads, "--plot", *QUICK) == 0
+    assert f"{folder / 'kit.png'}\n" in capsys.readouterr().out
+    assert "kit.png" in manifest(folder)["files"]
+    with Image.open(folder / "kit.png") as image:
+        assert image.format == "PNG"
+        width, height = image.size
+    assert 800 <= width <= 1200 and 3 * 150 <= height <= 3 * 250  # a row per pad, three takes across
+    # the picture is one of the kit's files: --overwrite replaces it, and a kit without --plot has none
+    assert run("kit", folder, "--model", model_path, "--pads", "kick", "--overwrite", *QUICK) == 0
+    assert not (folder / "kit.png").exists() and "kit.png" not in manifest(folder)["files"]
+    assert leftovers(tmp_path) == []
 
 
 def test_every_sample_carries_its_provenance(kit) -> None:

@@ -1,7 +1,8 @@
 """Pictures of clips: each clip as its waveform and its spectrogram (matplotlib, no display needed).
 
 `save_clips_png` draws one clip per row, waveform beside spectrogram; `save_clip_grid_png` draws rows of
-clips, each waveform above its spectrogram. Both draw a clip with `draw_clip` and write the PNG atomically.
+clips, each waveform above its spectrogram; `save_clip_rows_png` (the kit picture) draws titled rows of clips
+across a fixed width. All draw a clip with `draw_clip` and write the PNG atomically.
 """
 
 from __future__ import annotations
@@ -96,6 +97,47 @@ def save_clip_grid_png(
             for ax in (wave_ax, spec_ax):
                 ax.tick_params(labelsize=6)
     return _save(fig, Path(path), dpi=80)
+
+
+def save_clip_rows_png(
+    path: str | os.PathLike,
+    rows: Sequence[Sequence[Tensor]],
+    *,
+    sample_rate: int,
+    row_titles: Sequence[str],
+    clip_titles: Sequence[Sequence[str]] | None = None,
+    width: float = 11.0,
+) -> Path:
+    """Write a PNG of titled rows of clips (each `[C, T]`): a row's clips side by side across `width`
+    inches, whatever their number, each waveform close above its spectrogram; short rows leave their last
+    cells empty. The row title sits above the row's first clip, `clip_titles` (if given) above each clip."""
+    plt = _pyplot()
+    columns = max((len(row) for row in rows), default=0)
+    if not rows or columns == 0:
+        raise ValueError("save_clip_rows_png needs at least one clip")
+    if len(row_titles) != len(rows):
+        raise ValueError(f"{len(rows)} rows but {len(row_titles)} row titles")
+    fig = plt.figure(figsize=(width, 2.0 * len(rows) + 0.3))
+    cells = fig.add_gridspec(len(rows), columns)  # one cell per clip, split in two below
+    for r, clips in enumerate(rows):
+        names = clip_titles[r] if clip_titles is not None else [""] * len(clips)
+        if len(names) != len(clips):
+            raise ValueError(f"row {r}: {len(clips)} clips but {len(names)} clip titles")
+        for col, clip in enumerate(clips):
+            pair = cells[r, col].subgridspec(2, 1, height_ratios=[0.8, 1.0], hspace=0.06)
+            wave_ax = fig.add_subplot(pair[0])
+            spec_ax = fig.add_subplot(pair[1])
+            draw_clip(wave_ax, spec_ax, clip, sample_rate=sample_rate)
+            wave_ax.tick_params(labelbottom=False, labelsize=6)  # the spectrogram below shows the time
+            spec_ax.tick_params(labelsize=6)
+            if names[col]:
+                wave_ax.set_title(names[col], loc="right", fontsize=7)
+            if col == 0:
+                wave_ax.set_title(row_titles[r], loc="left", fontsize=9, fontweight="bold")
+                spec_ax.set_ylabel("kHz", fontsize=7)
+            if r == len(rows) - 1:
+                spec_ax.set_xlabel("seconds", fontsize=7)
+    return _save(fig, Path(path), dpi=90)
 
 
 def _pyplot() -> Any:

@@ -2,25 +2,31 @@
 
 A `Studio` holds the model (the page's closure holds the Studio: no module globals). Each request writes its
 WAVs (24-bit, with the same sidecar JSON records as `drumdiff generate`), one waveform + spectrogram PNG per
-clip and a zip of the WAVs into a fresh folder of the workspace. One request samples at a time (a lock, on top
+clip and a zip of the WAVs into a fresh folder of the workspace; a kit request writes a whole kit folder there
+(`drumdiff.generate_kit`, with its picture) and a zip of it. One request samples at a time (a lock, on top
 of the Gradio queue's limit), so concurrent users wait instead of racing on the network.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from drumdiff.app.session import Clip, Workspace, new_clip, zip_clips
+from drumdiff.app.session import Clip, Workspace, new_clip, zip_clips, zip_folder
 from drumdiff.errors import DrumdiffError
 from drumdiff.pipeline import DrumPipeline, SamplingOptions, vary_steps
+
+if TYPE_CHECKING:
+    from drumdiff.kits.make import Kit
 
 # progress(done, total, what): called as sampling steps and pictures get done.
 Report = Callable[[int, int, str], None]
@@ -32,6 +38,18 @@ class Result:
 
     clips: list[Clip]
     zip_path: Any  # Path
+    message: str
+
+
+@dataclass(frozen=True)
+class KitResult:
+    """What one kit request made: the kit folder (`kit.folder`), its picture, a zip of the whole folder, each
+    pad's first take as (label, WAV) in kit order, and a one-line summary."""
+
+    kit: Kit
+    picture: Path
+    zip_path: Path
+    first_takes: list[tuple[str, Path]]
     message: str
 
 
@@ -178,6 +196,55 @@ class Studio:
             seed=None,
             started=started,
         )
+
+    def kit(
+        self,
+        *,
+        pads: Sequence[str],
+        round_robins: int,
+        seed: int | None,
+        name: str,
+        loudness_lufs: float,
+        options: SamplingOptions,
+        progress: Report | None = None,
+    ) -> KitResult:
+        """A kit of `pads` (short names, GM names or notes) as `drumdiff kit` writes it, with its picture,
+        in a fresh request folder, and a zip of it beside the kit folder."""
+        from drumdiff.kits.formats import kit_stem
+        from drumdiff.kits.make import PEAK_DBFS, KitRequest, generate_kit, kit_steps
+        from drumdiff.kits.picture import PICTURE
+
+        started = time.perf_counter()
+        seed = _seed(seed)
+        folder = self.workspace.new_request("kit")
+        fields = dict(
+            pads=list(pads), round_robins=round_robins, seed=seed, name=name, loudness_lufs=loudness_lufs,
+            plot=True,
+        )  # fmt: skip
+        try:
+            out_dir = folder / kit_stem(name)
+            request = KitRequest.of(out_dir=out_dir, **fields)  # every value checked before sampling
+            tick = _steps(
+                progress, kit_steps(len(request.pads), request.round_robins, options, request.vary_strength)
+            )
+            with self._lock:
+                kit = generate_kit(self.model, out_dir=out_dir, **fields, options=options, progress=tick)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # nothing was written: the kit folder is all or nothing
+            raise
+        zip_path = zip_folder(folder / f"{kit.stem}.zip", kit.folder, kit.files)
+        first = [(f"{p.pad.note} {p.pad.name}", kit.folder / p.takes[0].file) for p in kit.pads]
+        below = [
+            p for p in kit.pads if p.loudness_lufs is None or p.loudness_lufs < request.loudness_lufs - 1
+        ]
+        quiet = ", ".join(p.pad.name for p in below)  # as `drumdiff kit` warns
+        note = f"; {quiet} stayed quieter, to keep peaks at or below {PEAK_DBFS} dBFS" if quiet else ""
+        message = (
+            f"kit: {len(kit.pads)} pads x {round_robins} take(s), seed {seed}, in "
+            f"{time.perf_counter() - started:.1f} s{note}"
+        )
+        return KitResult(kit, kit.folder / PICTURE, zip_path, first, message)
 
     # -- shared
     def _finish(

@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from drumdiff.app.actions import Result, Studio
-from drumdiff.app.layout import Collection, Grid, MapTab, Tab
+from drumdiff.app.layout import Collection, Grid, KitTab, MapTab, Tab
 from drumdiff.app.session import Clip, Library, clip_file, new_clip, read_upload, zip_clips
 from drumdiff.app.soundmap import Embedder, MapPoint, draw_map, nearest
 from drumdiff.errors import DrumdiffError
@@ -126,6 +126,22 @@ class Wiring:
             return self._show(values[self.library], tab.grid, result)
 
         self._sampling(tab, run, {a.audio, b.audio, frames})
+
+    def kit(self, tab: KitTab) -> None:
+        def run(values: dict, progress=PROGRESS) -> list[Any]:
+            with user_errors():
+                result = self.studio.kit(
+                    pads=tab.chosen_pads(values),
+                    round_robins=int(values[tab.round_robins]),
+                    seed=tab.controls.request(values)["seed"],
+                    name=values[tab.name],
+                    loudness_lufs=float(values[tab.loudness]),
+                    options=tab.controls.options(values),
+                    progress=reporter(progress),
+                )
+            return tab.show(result)
+
+        tab.button.click(run, tab.inputs(), tab.outputs(), show_progress_on=tab.status, **MODEL_EVENTS)
 
     def _sampling(self, tab: Tab, run: Callable, extra: set | None = None) -> None:
         inputs = {self.library, *tab.controls.inputs(), *(extra or set())}

@@ -11,8 +11,11 @@ from typing import Any
 
 import gradio as gr
 
-from drumdiff.app.actions import Result, Studio, random_seed
+from drumdiff.app.actions import KitResult, Result, Studio, random_seed
 from drumdiff.app.session import MAX_UPLOAD_MB
+from drumdiff.kits.formats import MAX_NAME, MAX_ROUND_ROBINS
+from drumdiff.kits.make import DEFAULT_LOUDNESS_LUFS, LOUDNESS_RANGE
+from drumdiff.kits.pads import DEFAULT_PADS, SHORT_NAMES
 from drumdiff.pipeline import (
     DEFAULT_INTERPOLATE_STEPS,
     DEFAULT_KEEP_MS,
@@ -42,7 +45,7 @@ def theme() -> gr.themes.Base:
 class Controls:
     """Sampling inputs of one tab; `options` and `request` turn their values into the Studio's arguments."""
 
-    class_name: gr.Dropdown
+    class_name: gr.Dropdown | None  # None: the Kit tab (every pad has its class)
     steps: gr.Slider
     n: gr.Slider | None = None
     sampler: gr.Dropdown | None = None
@@ -63,8 +66,10 @@ class Controls:
         return SamplingOptions.of(**fields)
 
     def request(self, values: dict) -> dict[str, Any]:
-        """class_name, and n and seed where this tab has them, as the Studio's keyword arguments."""
-        out: dict[str, Any] = {"class_name": values[self.class_name] or None}
+        """class_name, n and seed where this tab has them, as the Studio's keyword arguments."""
+        out: dict[str, Any] = {}
+        if self.class_name is not None:
+            out["class_name"] = values[self.class_name] or None
         if self.n is not None:
             out["n"] = int(values[self.n])
         if self.seed is not None:
@@ -74,25 +79,35 @@ class Controls:
 
 
 def controls(
-    studio: Studio, *, prefix: str, steps: int, n: int | None, seeded: bool = True, any_class: bool = True
+    studio: Studio,
+    *,
+    prefix: str,
+    steps: int,
+    n: int | None,
+    seeded: bool = True,
+    any_class: bool = True,
+    classed: bool = True,
 ) -> Controls:
     """Class, steps, number of clips, sampler, guidance and seed (with a "random" button).
 
     `any_class=False` starts the class menu on the model's first class instead of "any class"; `seeded=False`
-    (interpolate: deterministic DDIM) leaves out the sampler and the seed; `n=None` leaves out the count.
+    (interpolate: deterministic DDIM) leaves out the sampler and the seed; `n=None` leaves out the count;
+    `classed=False` (the Kit tab) leaves out the class menu.
     """
     model = studio.model
     conditional = model.config.conditional
     choices = [(c, c) for c in model.class_names] + ([("any class", ANY_CLASS)] if conditional else [])
     first = model.class_names[0] if conditional and not any_class else ANY_CLASS
     with gr.Row():
-        class_name = gr.Dropdown(
-            choices or [("any class", ANY_CLASS)],
-            value=first,
-            label="class",
-            visible=conditional,
-            elem_id=f"{prefix}-class",
-        )
+        class_name = None
+        if classed:
+            class_name = gr.Dropdown(
+                choices or [("any class", ANY_CLASS)],
+                value=first,
+                label="class",
+                visible=conditional,
+                elem_id=f"{prefix}-class",
+            )
         count = None
         if n is not None:
             count = gr.Slider(1, MAX_CLIPS, value=n, step=1, label="clips", elem_id=f"{prefix}-n")
@@ -285,6 +300,110 @@ def inpaint_tab(studio: Studio) -> Tab:
         button = gr.Button("Inpaint", variant="primary", elem_id="inpaint-button")
         grid = results_grid("inpaint")
     return Tab(tab, button, ctl, grid, [source], {"keep_ms": keep_ms})
+
+
+@dataclass
+class KitTab:
+    """The Kit tab: the kit's values, its sampling controls, and what a kit request shows."""
+
+    tab: gr.Tab
+    pads: gr.CheckboxGroup
+    defaults: gr.Button
+    clear: gr.Button
+    round_robins: gr.Slider
+    name: gr.Textbox
+    loudness: gr.Slider
+    controls: Controls
+    button: gr.Button
+    status: gr.Markdown
+    zip: gr.DownloadButton
+    picture: gr.Image
+    players: list[gr.Audio]
+
+    def inputs(self) -> set[gr.components.Component]:
+        return {self.pads, self.round_robins, self.name, self.loudness, *self.controls.inputs()}
+
+    def chosen_pads(self, values: dict) -> list[str]:
+        """The ticked pads in the order of the boxes (the browser lists them in the order they were ticked)."""
+        ticked = set(values[self.pads] or [])
+        return [name for _, name in pad_choices() if name in ticked]
+
+    def outputs(self) -> list[Any]:
+        return [self.status, self.zip, self.picture, *self.players]
+
+    def show(self, result: KitResult) -> list[Any]:
+        """Updates for `outputs()`: the summary, the zip, the picture and one player per pad's first take."""
+        updates: list[Any] = [
+            result.message,
+            gr.DownloadButton(value=str(result.zip_path), visible=True),
+            str(result.picture),
+        ]
+        for i in range(len(self.players)):
+            if i < len(result.first_takes):
+                label, path = result.first_takes[i]
+                updates.append(gr.Audio(value=str(path), label=label, visible=True))
+            else:
+                updates.append(gr.Audio(value=None, visible=False))
+        return updates
+
+
+def pad_choices() -> list[tuple[str, str]]:
+    """(label, short name) of every pad the Kit tab offers: the default kit's, then the others by note."""
+    others = sorted((n for n in SHORT_NAMES if n not in DEFAULT_PADS), key=lambda n: SHORT_NAMES[n][0])
+    return [(f"{SHORT_NAMES[n][1]} ({SHORT_NAMES[n][0]})", n) for n in (*DEFAULT_PADS, *others)]
+
+
+def kit_tab(studio: Studio) -> KitTab:
+    """Pads to make (the default kit ticked), takes per pad, name, level; a picture and a player per pad."""
+    choices = pad_choices()
+    with gr.Tab("Kit", id="kit") as tab:
+        gr.Markdown(
+            "A drum kit for samplers, as `drumdiff kit` makes it: a pad per General MIDI note, each from its "
+            "class, loudness matched; SFZ, Hydrogen and Decent Sampler files and the WAVs, in one zip."
+        )
+        pads = gr.CheckboxGroup(choices, value=list(DEFAULT_PADS), label="pads (GM note)", elem_id="kit-pads")
+        with gr.Row():
+            defaults = gr.Button("Default pads", size="sm", elem_id="kit-default-pads")
+            clear = gr.Button("No pads", size="sm", elem_id="kit-no-pads")
+        with gr.Row():
+            round_robins = gr.Slider(
+                1, MAX_ROUND_ROBINS, value=1, step=1, label="takes per pad (round robins)",
+                elem_id="kit-round-robins",
+            )  # fmt: skip
+            loudness = gr.Slider(
+                *LOUDNESS_RANGE, value=DEFAULT_LOUDNESS_LUFS, step=1, label="loudness of every pad (LUFS)",
+                elem_id="kit-loudness",
+            )  # fmt: skip
+            name = gr.Textbox("drumdiff kit", label="kit name", max_length=MAX_NAME, elem_id="kit-name")
+        ctl = controls(studio, prefix="kit", steps=DEFAULT_STEPS, n=None, classed=False)
+        button = gr.Button("Make kit", variant="primary", elem_id="kit-button")
+        # the progress bar is drawn over this line while sampling
+        status = gr.Markdown("No kit yet.", min_height=64, container=True, padding=True, elem_id="kit-status")
+        zipped = gr.DownloadButton("Download kit (zip)", visible=False, elem_id="kit-zip", size="sm")
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=3):
+                picture = gr.Image(
+                    type="filepath", interactive=False, show_label=False, buttons=[], elem_id="kit-picture"
+                )
+            with gr.Column(scale=2):
+                players = [
+                    gr.Audio(
+                        type="filepath",
+                        interactive=False,
+                        visible=False,
+                        buttons=[],
+                        label=f"pad {i + 1}",
+                        elem_id=f"kit-pad-{i}-audio",
+                    )
+                    for i in range(len(choices))  # every pad the boxes offer
+                ]
+    defaults.click(lambda: list(DEFAULT_PADS), None, pads, queue=False)
+    clear.click(lambda: [], None, pads, queue=False)
+    return KitTab(
+        tab=tab, pads=pads, defaults=defaults, clear=clear, round_robins=round_robins, name=name,
+        loudness=loudness, controls=ctl, button=button, status=status, zip=zipped, picture=picture,
+        players=players,
+    )  # fmt: skip
 
 
 @dataclass

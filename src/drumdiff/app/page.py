@@ -11,6 +11,7 @@ from drumdiff.app.layout import (
     generate_tab,
     inpaint_tab,
     interpolate_tab,
+    kit_tab,
     map_tab,
     model_summary,
     vary_tab,
@@ -22,7 +23,7 @@ from drumdiff.app.soundmap import Embedder
 def build_app(
     studio: Studio, embedder: Embedder, *, delete_cache: tuple[int, int] | None = None
 ) -> gr.Blocks:
-    """Tabs Generate, Vary, Interpolate, Inpaint and Map, with the session's kept sounds below them."""
+    """Tabs Generate, Vary, Interpolate, Inpaint, Kit and Map, with the session's kept sounds below them."""
     with gr.Blocks(title="drumdiff", analytics_enabled=False, delete_cache=delete_cache) as demo:
         library = gr.State(Library())  # one per browser tab
         gr.Markdown(f"## drumdiff\n{model_summary(studio)}")
@@ -31,8 +32,7 @@ def build_app(
             vary = vary_tab(studio)
             interpolate = interpolate_tab(studio)
             inpaint = inpaint_tab(studio)
-            # A Kit tab goes here once `drumdiff kit` (drumdiff.generate_kit, issue 14) exists: its controls
-            # from `layout.controls`, a kit zip in the chosen formats, wired in `Wiring` like the others.
+            kit = kit_tab(studio)
             soundmap = map_tab()
         kept = collection()
 
@@ -41,6 +41,7 @@ def build_app(
         wire.vary(vary)
         wire.interpolate(interpolate)
         wire.inpaint(inpaint)
+        wire.kit(kit)
         wire.map(soundmap)
         for tab in (generate, vary, interpolate, inpaint):
             wire.grid(tab.grid, vary)

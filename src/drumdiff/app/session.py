@@ -171,6 +171,18 @@ def zip_clips(path: Path, clips: Sequence[Clip], workspace: Workspace) -> Path:
     return path
 
 
+def zip_folder(path: Path, folder: Path, files: Iterable[str]) -> Path:
+    """A zip of `files` (paths relative to `folder`, with "/") under one top folder named like `folder`,
+    written atomically to `path`: unpacked, it is the folder again, its relative paths intact."""
+    from drumdiff.files import atomic_path
+
+    # the zip is closed (complete) before atomic_path renames it into place
+    with atomic_path(path, suffix=".zip") as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
+        for relative in sorted(files):
+            archive.write(folder / relative, arcname=f"{folder.name}/{relative}")
+    return path
+
+
 def read_upload(
     path: str | os.PathLike | None,
     config: ModelConfig,

@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Generate a kit of pads on the General MIDI drum map, each pad from its class, with "
         "--round-robins takes per pad (variations of its first take), loudness matched across pads, and "
         "write it to OUT_DIR: samples/*.wav (24-bit), NAME.sfz, drumkit.xml + NAME.h2drumkit (Hydrogen), "
-        "NAME.dspreset (Decent Sampler) and kit.json. Paths inside are relative: the folder can move.",
+        "NAME.dspreset (Decent Sampler), kit.json and, with --plot, kit.png. Paths inside are relative: the "
+        "folder can move.",
     )
     kit.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="the kit folder (new, or empty)")
     kit.add_argument(
@@ -90,6 +91,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace an earlier kit in OUT_DIR, one that holds nothing but its own files (default off)",
     )
+    kit.add_argument(
+        "--plot",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also write kit.png into the kit: a row per pad (note, name, class), the waveforms and "
+        "spectrograms of its first takes (default off)",
+    )
     add_sampling_flags(kit, default_steps=20, default_n=1, clip_outputs=False)
     add_originality_flags(kit)
     kit.set_defaults(func=run_kit, class_name=None, sample_rate=None, format="wav24")  # what Session reads
@@ -104,7 +112,7 @@ def run_kit(args: argparse.Namespace) -> int:
     request_fields = dict(
         out_dir=args.out_dir, pads=args.pads, round_robins=args.round_robins, name=args.name,
         formats=args.formats, vary_strength=args.vary_strength, loudness_lufs=args.loudness,
-        fade_ms=args.fade_ms, overwrite=args.overwrite,
+        fade_ms=args.fade_ms, overwrite=args.overwrite, plot=args.plot,
     )  # fmt: skip
     KitRequest.of(**request_fields)  # the kit's own values, before the model is loaded
     session = Session(args, "kit", n=1)  # sampling options, threads, seed, model

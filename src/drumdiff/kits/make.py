@@ -14,6 +14,9 @@ with one gain for all its takes (the energy mean of their loudness meets the tar
 their differences; the gain never lifts a take's peak above PEAK_DBFS. A pad that cannot reach the target
 under that ceiling stays quieter, and kit.json says by how much. Tails are faded only with `fade_ms > 0`.
 
+Picture. With `plot=True` the kit folder also holds kit.png: a row per pad, its first takes' waveforms
+above their spectrograms (`drumdiff.kits.picture`), drawn from the takes as written.
+
 Writing. Everything is sampled first; then the kit is written into a hidden folder beside `out_dir` and
 renamed onto it, so a kit folder is there whole or not at all. An existing `out_dir` must be empty, or,
 with `overwrite=True`, a drumdiff kit holding only the files its kit.json lists (nothing of yours is lost).
@@ -46,6 +49,7 @@ from drumdiff.kits.formats import (
     write_formats,
 )
 from drumdiff.kits.pads import Pad, parse_pads
+from drumdiff.kits.picture import PICTURE, save_kit_png
 from drumdiff.pipeline import DrumPipeline, SamplingOptions, load_model, vary_steps
 
 if TYPE_CHECKING:
@@ -113,6 +117,7 @@ class KitRequest:
     loudness_lufs: float
     fade_ms: float
     overwrite: bool
+    plot: bool = False  # also write kit.png (drumdiff.kits.picture)
 
     @classmethod
     def of(
@@ -128,6 +133,7 @@ class KitRequest:
         loudness_lufs: float = DEFAULT_LOUDNESS_LUFS,
         fade_ms: float = 0.0,
         overwrite: bool = False,
+        plot: bool = False,
     ) -> KitRequest:
         from drumdiff.pipeline import check_seed
 
@@ -152,6 +158,7 @@ class KitRequest:
             loudness_lufs=float(loudness_lufs),
             fade_ms=float(fade_ms),
             overwrite=overwrite,
+            plot=bool(plot),
         )
         check_out_dir(request.out_dir, overwrite=overwrite)
         return request
@@ -171,6 +178,7 @@ def generate_kit(
     loudness_lufs: float = DEFAULT_LOUDNESS_LUFS,
     fade_ms: float = 0.0,
     overwrite: bool = False,
+    plot: bool = False,
     index: str | os.PathLike | None = None,
     max_similarity: float | None = None,
     progress: Callable[[int], None] | None = None,
@@ -179,14 +187,16 @@ def generate_kit(
 
     model: a pipeline, or a model name or path (None: the shipped model). pads: names, GM names or notes
     (`"kick,snare,42"`; default DEFAULT_PADS). round_robins: takes per pad, 1-16. formats: some of
-    wav, sfz, hydrogen, dspreset (default all). options: how to sample. progress(steps) is called after
-    each network evaluation (`kit_steps` counts them). index: the model's originality index (default: the
-    one beside the model file, if any); with one, every take records its nearest training clip, and
-    max_similarity re-draws a pad whose first take is closer than that. Returns the written `Kit`.
+    wav, sfz, hydrogen, dspreset (default all). options: how to sample. plot: also write kit.png, every
+    pad's waveforms and spectrograms (one of the kit's files, listed in kit.json). progress(steps) is
+    called after each network evaluation (`kit_steps` counts them). index: the model's originality index
+    (default: the one beside the model file, if any); with one, every take records its nearest training
+    clip, and max_similarity re-draws a pad whose first take is closer than that. Returns the written `Kit`.
     """
     request = KitRequest.of(
         out_dir=out_dir, pads=pads, round_robins=round_robins, seed=seed, name=name, formats=formats,
         vary_strength=vary_strength, loudness_lufs=loudness_lufs, fade_ms=fade_ms, overwrite=overwrite,
+        plot=plot,
     )  # fmt: skip
     options = options or SamplingOptions()
     pipeline = model if isinstance(model, DrumPipeline) else load_model(model)
@@ -416,6 +426,12 @@ def _write_kit(
             pads=[PadFiles(p.pad, tuple(t.file for t in p.takes)) for p in pads],
             info=_info(pipeline, request), release_s=pipeline.length / pipeline.sample_rate,
         )  # fmt: skip
+        if request.plot:
+            save_kit_png(
+                staging / PICTURE, request.pads, classes, [clips for clips, _ in levelled],
+                sample_rate=pipeline.sample_rate,
+            )  # fmt: skip
+            files.append(PICTURE)
         manifest = _manifest(pipeline, request, pads, files, model=base["model"], options=options)
         write_json(staging / MANIFEST, manifest)
     return Kit(request.out_dir, request.name, request.stem, tuple(pads), (*files, MANIFEST), manifest)
