@@ -346,7 +346,7 @@ def test_a_moved_kit_stays_valid(kit, tmp_path) -> None:
 
 def test_library_kit_orders_toms_fades_and_writes_chosen_formats(model_path, tmp_path) -> None:
     import drumdiff
-    from drumdiff.kits.make import _centroid
+    from drumdiff.kits.takes import _centroid
     from drumdiff.pipeline import SamplingOptions
 
     model = drumdiff.load_model(model_path, device="cpu")

@@ -24,7 +24,6 @@ with `overwrite=True`, a drumdiff kit holding only the files its kit.json lists 
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 from collections.abc import Callable, Iterable
@@ -37,7 +36,7 @@ from torch import Tensor
 
 from drumdiff import audio as audio_io
 from drumdiff.errors import DrumdiffError
-from drumdiff.files import file_digest, stable_seed, write_json
+from drumdiff.files import file_digest, write_json
 from drumdiff.kits.folder import KIT_FORMAT, KIT_VERSION, MANIFEST, check_out_dir, staged_folder
 from drumdiff.kits.formats import (
     SAMPLES,
@@ -50,6 +49,7 @@ from drumdiff.kits.formats import (
 )
 from drumdiff.kits.pads import Pad, parse_pads
 from drumdiff.kits.picture import PICTURE, save_kit_png
+from drumdiff.kits.takes import PEAK_DBFS, fade_out, level, order_families, sample_takes
 from drumdiff.pipeline import DrumPipeline, SamplingOptions, load_model, vary_steps
 
 if TYPE_CHECKING:
@@ -59,9 +59,7 @@ if TYPE_CHECKING:
 # hydrogen-drumkits cut to a model clip (0.74 s) and peaking at -0.3 dBFS: median -17.5 LUFS, three in four
 # at -20 or louder. The peakiest quarter (sharp clicks, which 400 ms loudness blocks underrate) stays quieter.
 DEFAULT_LOUDNESS_LUFS = -20.0
-PEAK_DBFS = -0.3  # the ceiling of every take: inter-sample peaks and 24-bit rounding stay below 0 dBFS
 DEFAULT_VARY_STRENGTH = 0.2  # round robins: enough to vary the hit, too little to change the drum
-MAX_REDRAWS = 5  # max_similarity: new seeds tried per pad before the least similar draw is kept
 LOUDNESS_RANGE = (-60.0, 0.0)
 
 
@@ -228,7 +226,7 @@ def make_kit(
 ) -> Kit:
     """Sample, level and write a checked request (`generate_kit` without the checks). With `originality`,
     each take's nearest training clip is recorded; a pad whose first take is above `max_similarity` is
-    drawn again from seeds `stable_seed("kit", SEED, NOTE, attempt)`, up to MAX_REDRAWS times (then the least
+    drawn again from seeds `stable_seed("kit", SEED, NOTE, attempt)`, up to `takes.MAX_REDRAWS` times (then the least
     similar draw is kept)."""
     if max_similarity is not None and not 0 < max_similarity <= 1:
         raise DrumdiffError(f"max similarity must be in (0, 1], got {max_similarity}")
@@ -239,14 +237,15 @@ def make_kit(
             f"fade of {request.fade_ms:g} ms is longer than a clip "
             f"({pipeline.length / pipeline.sample_rate * 1000:.1f} ms)"
         )
-    takes, seeds = _sample(
-        pipeline, request, classes, options=options, originality=originality, max_similarity=max_similarity,
-        progress=progress,
+    takes, seeds = sample_takes(
+        pipeline, request.pads, classes, kit_seed=request.seed, round_robins=request.round_robins,
+        vary_strength=request.vary_strength, options=options, originality=originality,
+        max_similarity=max_similarity, progress=progress,
     )  # fmt: skip
-    takes, seeds = _order_families(request.pads, takes, seeds, sample_rate=pipeline.sample_rate)
+    takes, seeds = order_families(request.pads, takes, seeds, sample_rate=pipeline.sample_rate)
     if fade:
-        takes = [_fade_out(clips, fade) for clips in takes]
-    levelled = [_level(clips, request.loudness_lufs, pipeline.sample_rate) for clips in takes]
+        takes = [fade_out(clips, fade) for clips in takes]
+    levelled = [level(clips, request.loudness_lufs, pipeline.sample_rate) for clips in takes]
     if originality is not None:  # of the takes as written
         for (clips, _), used in zip(levelled, seeds, strict=True):
             used["nearest"] = originality.check(clips, pipeline.sample_rate)
@@ -273,129 +272,6 @@ def kit_steps(pads: int, round_robins: int, options: SamplingOptions, vary_stren
     """Network evaluations of a kit: each pad's first take, then its variations in batches."""
     batches = -(-(round_robins - 1) // options.batch_size)
     return pads * (options.steps + batches * vary_steps(options.steps, vary_strength))
-
-
-# ---------------------------------------------------------------------------------------------- sampling
-
-
-def _sample(
-    pipeline: DrumPipeline,
-    request: KitRequest,
-    classes: list[str],
-    *,
-    options: SamplingOptions,
-    originality: OriginalityCheck | None,
-    max_similarity: float | None,
-    progress: Callable[[int], None] | None,
-) -> tuple[list[Tensor], list[dict[str, Any]]]:
-    """Every pad's takes [K, C, T] at the model's level, and the seeds used ({"seed", "vary_seed",
-    "redrawn_from_seeds"})."""
-    takes, seeds = [], []
-    for pad, class_name in zip(request.pads, classes, strict=True):
-        draw = functools.partial(
-            pipeline.generate, n=1, class_name=class_name, options=options, progress=progress
-        )  # draw(seed=S) -> [1, C, T]
-        seed = stable_seed("kit", request.seed, pad.note)
-        first, tried = draw(seed=seed), [seed]
-        if originality is not None and max_similarity is not None:
-            first, tried = _redraw_near_copies(
-                draw, first, pad=pad, kit_seed=request.seed, originality=originality, limit=max_similarity,
-                sample_rate=pipeline.sample_rate,
-            )  # fmt: skip
-        used: dict[str, Any] = {"seed": tried[-1], "redrawn_from_seeds": tuple(tried[:-1])}
-        clips = first
-        if request.round_robins > 1:
-            used["vary_seed"] = stable_seed("kit-rr", request.seed, pad.note)
-            more = pipeline.vary(
-                first[0], strength=request.vary_strength, n=request.round_robins - 1, seed=used["vary_seed"],
-                class_name=class_name, options=options, progress=progress,
-            )  # fmt: skip
-            clips = torch.cat([first, more])
-        if not bool(torch.isfinite(clips).all()):
-            raise DrumdiffError(
-                f"sampling pad {pad.name} gave NaN or Inf samples: the model {pipeline.path} is broken, or "
-                f"--guidance {options.guidance:g} is too large for it"
-            )
-        takes.append(clips)
-        seeds.append(used)
-    return takes, seeds
-
-
-def _redraw_near_copies(
-    draw: Callable[[int], Tensor],
-    first: Tensor,
-    *,
-    pad: Pad,
-    kit_seed: int,
-    originality: OriginalityCheck,
-    limit: float,
-    sample_rate: int,
-) -> tuple[Tensor, list[int]]:
-    """Draw a pad's first take again while it is above `limit`; returns the kept draw and every seed tried,
-    the kept one last."""
-    seed = stable_seed("kit", kit_seed, pad.note)
-    draws = [(originality.check(first, sample_rate)[0]["similarity"], seed, first)]
-    for attempt in range(1, MAX_REDRAWS + 1):
-        if draws[-1][0] <= limit:
-            break
-        seed = stable_seed("kit", kit_seed, pad.note, attempt)
-        clip = draw(seed=seed)
-        draws.append((originality.check(clip, sample_rate)[0]["similarity"], seed, clip))
-    if draws[-1][0] > limit:  # every draw too close: keep the least similar
-        draws.append(draws.pop(min(range(len(draws)), key=lambda k: (draws[k][0], k))))
-    return draws[-1][2], [d[1] for d in draws]
-
-
-def _order_families(
-    pads: list[Pad], takes: list[Tensor], seeds: list[dict[str, Any]], *, sample_rate: int
-) -> tuple[list[Tensor], list[dict[str, int]]]:
-    """Swap whole pads (takes and seeds) within each family so that rank follows the family's measure:
-    toms by spectral centroid (low tom = darkest), hi-hats by tail length (open = longest)."""
-    measure = {"tom": lambda c: _centroid(c, sample_rate), "hihat": _tail}
-    takes, seeds = list(takes), list(seeds)
-    for family, key in measure.items():
-        members = [i for i, pad in enumerate(pads) if pad.order is not None and pad.order[0] == family]
-        by_rank = sorted(members, key=lambda i: pads[i].order[1])  # type: ignore[index]
-        by_measure = sorted(members, key=lambda i: (key(takes[i][0]), i))
-        moved = {rank: source for rank, source in zip(by_rank, by_measure, strict=True)}
-        old_takes, old_seeds = list(takes), list(seeds)
-        for target, source in moved.items():
-            takes[target], seeds[target] = old_takes[source], old_seeds[source]
-    return takes, seeds
-
-
-def _centroid(clip: Tensor, sample_rate: int) -> float:
-    """Spectral centroid in Hz of a clip [C, T] (its channels' mean)."""
-    spectrum = torch.fft.rfft(clip.mean(dim=0).double()).abs()
-    freqs = torch.fft.rfftfreq(clip.shape[-1], d=1.0 / sample_rate, dtype=torch.float64)
-    return float((spectrum * freqs).sum() / spectrum.sum().clamp_min(1e-12))
-
-
-def _tail(clip: Tensor) -> int:
-    """Samples from the first to the last sample within 40 dB of the clip's peak."""
-    peak = audio_io.peak_db(clip)
-    return 0 if not math.isfinite(peak) else audio_io.active_span(clip, threshold_db=peak - 40.0)
-
-
-def _fade_out(clips: Tensor, samples: int) -> Tensor:
-    """A raised-cosine fade over the last `samples` of every clip [K, C, T]."""
-    ramp = 0.5 * (1 + torch.cos(torch.linspace(0, math.pi, samples, dtype=clips.dtype)))  # 1 -> 0
-    out = clips.clone()
-    out[..., -samples:] *= ramp
-    return out
-
-
-def _level(clips: Tensor, target_lufs: float, sample_rate: int) -> tuple[Tensor, float]:
-    """Clips [K, C, T] times one gain: their energy-mean loudness at the target, no peak above PEAK_DBFS.
-    Returns (clips, gain in dB); digital silence stays as it is (gain 0 dB)."""
-    loudness = [audio_io.loudness_lufs(clip, sample_rate) for clip in clips]
-    peak = max(audio_io.peak_db(clip) for clip in clips)
-    heard = [value for value in loudness if math.isfinite(value)]
-    if not heard or not math.isfinite(peak):
-        return clips, 0.0
-    mean = 10 * math.log10(sum(10 ** (value / 10) for value in heard) / len(heard))
-    gain_db = min(target_lufs - mean, PEAK_DBFS - peak)
-    return clips * 10 ** (gain_db / 20), gain_db
 
 
 # ---------------------------------------------------------------------------------------------- writing
