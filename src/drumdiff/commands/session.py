@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import math
 import os
 import sys
@@ -29,7 +30,6 @@ MANY_STEPS = 1000  # warn above this: the samplers have converged long before
 MAX_STEPS = 100_000  # refuse above this: hours per clip, surely a typo
 PLOT_CLIPS = 32  # --plot draws the first clips of a request
 INDEX_SUFFIX = ".index.safetensors"  # = drumdiff.evaluation.originality.INDEX_SUFFIX (tested)
-MAX_REDRAWS = 5  # --max-similarity: new seeds tried per clip before the least similar draw is kept
 NEAR_COPY = 0.99  # = drumdiff.evaluation.originality.DEFAULT_MAX_SIMILARITY (tested): warned about
 
 # make_batch(first, count, tick) -> clips [count, C, T]: clips first .. first + count - 1 of the request.
@@ -267,7 +267,7 @@ class Session:
         for j, near in enumerate(found):
             i = first + j
             if limit is not None and near["similarity"] > limit and redraw is not None:
-                out[j], near, tried = self._redraw(i, out[j], near, seed=extra[i]["seed"], redraw=redraw)
+                out[j], near, tried = self._redraw(i, out[j], seed=extra[i]["seed"], redraw=redraw)
                 extra[i]["seed"], extra[i]["redrawn_from_seeds"] = tried[-1], tried[:-1]
                 if self._stem is not None:
                     stems[i] = f"{self._stem}_seed{tried[-1]}_{i:03d}"
@@ -280,38 +280,28 @@ class Session:
             ]
         return torch.stack(out)
 
-    def _redraw(self, i: int, clip, near: dict, *, seed: int, redraw: Redraw) -> tuple[Any, dict, list[int]]:
+    def _redraw(self, i: int, clip, *, seed: int, redraw: Redraw) -> tuple[Any, dict, list[int]]:
         """Draw clip i again from seeds stable_seed(request seed, i, attempt) until its nearest training clip
-        is at most --max-similarity; after MAX_REDRAWS keep the least similar draw. Returns (clip, its
-        nearest record, the seeds drawn with the kept one last)."""
+        is at most --max-similarity (`originality.redraw_near_copy`). Returns (clip, its nearest record, the
+        seeds drawn with the kept one last)."""
         import torch
 
         from drumdiff.errors import DrumdiffError
+        from drumdiff.evaluation.originality import redraw_near_copy
         from drumdiff.files import stable_seed
 
-        limit = self.max_similarity
-        draws: list[tuple[float, int, Any, dict]] = [(near["similarity"], seed, clip, near)]  # in draw order
-        for attempt in range(1, MAX_REDRAWS + 1):
-            new_seed = stable_seed(self.seed, i, attempt)
-            self._say(
-                f"clip {i}: similarity {draws[-1][0]:.4f} to the training clip {draws[-1][3]['clip']} is above "
-                f"--max-similarity {limit:g}; re-drawing it with seed {new_seed}"
-            )
-            clip = redraw(new_seed)
-            if not bool(torch.isfinite(clip).all()):
+        def draw(new_seed: int):
+            new = redraw(new_seed)
+            if not bool(torch.isfinite(new).all()):
                 raise DrumdiffError(self._non_finite_cause())
-            new = self.originality.check(clip[None], self.model.sample_rate)[0]
-            draws.append((new["similarity"], new_seed, clip, new))
-            if new["similarity"] <= limit:
-                break
-        else:
-            kept = min(range(len(draws)), key=lambda k: (draws[k][0], k))
-            self._say(
-                f"warning: clip {i}: every one of {len(draws)} draws is above --max-similarity {limit:g}; kept "
-                f"the least similar (seed {draws[kept][1]}, similarity {draws[kept][0]:.4f})"
-            )
-            draws.append(draws.pop(kept))
-        return draws[-1][2], draws[-1][3], [d[1] for d in draws]
+            return new
+
+        return redraw_near_copy(
+            clip, seed, draw=draw, seeds=(stable_seed(self.seed, i, attempt) for attempt in itertools.count(1)),
+            nearest=lambda c: self.originality.check(c[None], self.model.sample_rate)[0],
+            limit=self.max_similarity, say=lambda line: self._say(f"clip {i}: {line}"),
+            warn=lambda line: self._say(f"warning: clip {i}: {line}"),
+        )  # fmt: skip
 
     def _originality_summary(self) -> str:
         """'; nearest training clip: max similarity S (CLIP)[, K re-drawn]' for the summary line."""

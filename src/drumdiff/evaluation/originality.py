@@ -20,9 +20,11 @@ near-copy numbers measured when it was built).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ MEASURE = "logmel-profile-correlation"
 PROFILE_FLOOR_DB = -40.0  # below the clip's loudest log-mel bin: a noise floor 50-60 dB down hides no copy
 SEGMENT_FRAMES = (0, 4, 8, 16, 32)  # time segments start at these frames (hop 512 at 44.1 kHz: 11.6 ms each)
 DEFAULT_MAX_SIMILARITY = 0.99  # above it a clip is reported as a near-copy (docs/evaluation.md)
+MAX_REDRAWS = 5  # new seeds tried per clip before the least similar draw is kept
 PERCENTILES = (50, 95, 99, 100)
 NEAR_COPY_CLIPS = 64  # training clips changed slightly for the near-copy numbers recorded in the index
 BATCH = 32
@@ -247,6 +250,40 @@ class OriginalityCheck:
     def check(self, clips: Tensor, sample_rate: int) -> list[dict[str, Any]]:
         """`nearest_training_clip` records of clips `[M, C, T]`: similarity, clip path, kit, class."""
         return check_originality(clips, sample_rate, index=self.index, classifier=self.classifier)
+
+
+def redraw_near_copy(
+    first: Tensor,
+    seed: int,
+    *,
+    draw: Callable[[int], Tensor],
+    seeds: Iterable[int],
+    nearest: Callable[[Tensor], dict[str, Any]],
+    limit: float,
+    say: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> tuple[Tensor, dict[str, Any], list[int]]:
+    """Draw a clip again while it is a near-copy: `first` (drawn from `seed`) is kept when `nearest(clip)`'s
+    similarity is at most `limit`; else `draw(s)` for the next of `seeds` (`MAX_REDRAWS` at most), until one
+    is. When every draw is above `limit` the least similar is kept. `say` gets a line per re-draw, `warn` one
+    when the least similar is kept. Returns (the kept clip, its nearest record, every seed drawn in order with the kept one last)."""
+    draws = [(first, nearest(first), seed)]
+    for next_seed in itertools.islice(seeds, MAX_REDRAWS):
+        if draws[-1][1]["similarity"] <= limit:
+            break
+        if say is not None:
+            near = draws[-1][1]
+            say(f"similarity {near['similarity']:.4f} to the training clip {near['clip']} is above "
+                f"{limit:g}; re-drawing it with seed {next_seed}")  # fmt: skip
+        clip = draw(next_seed)
+        draws.append((clip, nearest(clip), next_seed))
+    if draws[-1][1]["similarity"] > limit:
+        kept = min(range(len(draws)), key=lambda k: (draws[k][1]["similarity"], k))
+        if warn is not None:
+            warn(f"every one of {len(draws)} draws is above {limit:g}; kept the least similar "
+                f"(seed {draws[kept][2]}, similarity {draws[kept][1]['similarity']:.4f})")  # fmt: skip
+        draws.append(draws.pop(kept))
+    return draws[-1][0], draws[-1][1], [d[2] for d in draws]
 
 
 def open_check(index: str | os.PathLike, *, classifier: str | os.PathLike | None = None) -> OriginalityCheck:

@@ -226,7 +226,7 @@ def make_kit(
 ) -> Kit:
     """Sample, level and write a checked request (`generate_kit` without the checks). With `originality`,
     each take's nearest training clip is recorded; a pad whose first take is above `max_similarity` is
-    drawn again from seeds `stable_seed("kit", SEED, NOTE, attempt)`, up to `takes.MAX_REDRAWS` times (then the least
+    drawn again from seeds `stable_seed("kit", SEED, NOTE, attempt)`, up to `originality.MAX_REDRAWS` times (then the least
     similar draw is kept)."""
     if max_similarity is not None and not 0 < max_similarity <= 1:
         raise DrumdiffError(f"max similarity must be in (0, 1], got {max_similarity}")

@@ -3,7 +3,7 @@ a family, fade and level. Pure functions over `[K, C, T]` tensors; `drumdiff.kit
 
 from __future__ import annotations
 
-import functools
+import itertools
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from drumdiff.evaluation.originality import OriginalityCheck
 
 PEAK_DBFS = -0.3  # the ceiling of every take: inter-sample peaks and 24-bit rounding stay below 0 dBFS
-MAX_REDRAWS = 5  # max_similarity: new seeds tried per pad before the least similar draw is kept
 
 
 def sample_takes(
@@ -41,15 +40,16 @@ def sample_takes(
     "redrawn_from_seeds"})."""
     takes, seeds = [], []
     for pad, class_name in zip(pads, classes, strict=True):
-        draw = functools.partial(
-            pipeline.generate, n=1, class_name=class_name, options=options, progress=progress
-        )  # draw(seed=S) -> [1, C, T]
+        draw = _drawer(pipeline, class_name, options=options, progress=progress)
         seed = stable_seed("kit", kit_seed, pad.note)
-        first, tried = draw(seed=seed), [seed]
+        first, tried = draw(seed), [seed]
         if originality is not None and max_similarity is not None:
-            first, tried = _redraw_near_copies(
-                draw, first, seed=seed, pad=pad, kit_seed=kit_seed, originality=originality,
-                limit=max_similarity, sample_rate=pipeline.sample_rate,
+            from drumdiff.evaluation.originality import redraw_near_copy
+
+            first, _, tried = redraw_near_copy(
+                first, seed, draw=draw,
+                seeds=(stable_seed("kit", kit_seed, pad.note, attempt) for attempt in itertools.count(1)),
+                nearest=lambda c: originality.check(c, pipeline.sample_rate)[0], limit=max_similarity,
             )  # fmt: skip
         used: dict[str, Any] = {"seed": tried[-1], "redrawn_from_seeds": tuple(tried[:-1])}
         clips = first
@@ -70,29 +70,17 @@ def sample_takes(
     return takes, seeds
 
 
-def _redraw_near_copies(
-    draw: Callable[[int], Tensor],
-    first: Tensor,
+def _drawer(
+    pipeline: DrumPipeline,
+    class_name: str,
     *,
-    seed: int,
-    pad: Pad,
-    kit_seed: int,
-    originality: OriginalityCheck,
-    limit: float,
-    sample_rate: int,
-) -> tuple[Tensor, list[int]]:
-    """Draw a pad's first take (`first`, drawn from `seed`) again while it is above `limit`; returns the kept
-    draw and every seed tried, the kept one last."""
-    draws = [(originality.check(first, sample_rate)[0]["similarity"], seed, first)]
-    for attempt in range(1, MAX_REDRAWS + 1):
-        if draws[-1][0] <= limit:
-            break
-        seed = stable_seed("kit", kit_seed, pad.note, attempt)
-        clip = draw(seed=seed)
-        draws.append((originality.check(clip, sample_rate)[0]["similarity"], seed, clip))
-    if draws[-1][0] > limit:  # every draw too close: keep the least similar
-        draws.append(draws.pop(min(range(len(draws)), key=lambda k: (draws[k][0], k))))
-    return draws[-1][2], [d[1] for d in draws]
+    options: SamplingOptions,
+    progress: Callable[[int], None] | None,
+) -> Callable[[int], Tensor]:
+    """draw(seed) -> one generated clip [1, C, T] of the class."""
+    return lambda seed: pipeline.generate(
+        n=1, seed=seed, class_name=class_name, options=options, progress=progress
+    )
 
 
 def order_families(
