@@ -98,10 +98,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prepare.add_argument(
         "--workers",
         type=int,
-        default=min(8, os.cpu_count() or 1),
+        default=min(8, _cores()),
         metavar="K",
         help="worker processes, spawn start method, at most the CPU core count; 1: this process only "
-        "(default: CPU count, at most 8)",
+        "(default: the CPU cores this process may use, at most 8)",
     )
     prepare.add_argument(
         "--progress",
