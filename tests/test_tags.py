@@ -399,3 +399,16 @@ def test_info_does_not_import_torch(generated) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "class_name: kick" in done.stdout
+
+
+def test_info_into_a_closed_pipe_is_no_error(generated) -> None:
+    """`drumdiff info FILE | head -1`: the reader leaves early; no error line, no traceback."""
+    info = subprocess.Popen(
+        [sys.executable, "-m", "drumdiff", "info", *[str(generated["wav"])] * 200],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert info.stdout is not None and info.stdout.readline()
+    info.stdout.close()  # the reader has gone
+    _, err = info.communicate(timeout=120)
+    assert info.returncode == 0 and err == b"", err.decode()

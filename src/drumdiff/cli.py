@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -39,6 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DrumdiffError as error:
         print(f"drumdiff {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `drumdiff info ... | head`: the reader has gone, which is no error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
     except OSError as error:  # the machine's trouble (a full disk, a folder taken away), not a bug: one line
         print(f"drumdiff {args.command}: error: {_os_error(error)}", file=sys.stderr)
         return 2
