@@ -95,6 +95,21 @@ def travelling_bytes(repo: Path) -> int:
     return total
 
 
+def _travels(repo: Path, path: Path) -> bool:
+    """Whether `path` is a file of the checkout that every device call sends (tracked, or untracked and not
+    ignored)."""
+    if not path.resolve().is_relative_to(repo.resolve()):
+        return False
+    relative = path.resolve().relative_to(repo.resolve()).as_posix()
+    listing = subprocess.run(
+        ["git", "-C", str(repo), "ls-files", "--cached", "--others", "--exclude-standard", "--", relative],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return relative in listing.splitlines()
+
+
 def is_ignored(repo: Path, folder: Path) -> bool:
     """Whether git ignores the folder `folder` inside `repo` (it need not exist yet)."""
     relative = folder.resolve().relative_to(repo.resolve())
@@ -189,11 +204,22 @@ def _clear_folder(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
 
 
-def _pack_init(init: Path, dest: Path) -> dict[str, Any]:
-    """Copy the init model file (converted to fp16 when it is fp32: half the bytes to carry)."""
+def _pack_init(init: Path, dest: Path, *, repo: Path) -> dict[str, Any]:
+    """Copy the init model file (converted to fp16 when it is fp32: half the bytes to carry). An fp16 file that
+    travels with the checkout anyway (checkpoints/drums-wip.safetensors) is named, not copied: `file` is then
+    its path from the pack folder (`../checkpoints/drums-wip.safetensors`) and `bytes` 0."""
     from drumdiff.modelfile import load_model_file, read_metadata, save_model_file
 
     meta = read_metadata(init)  # a ModelFileError naming the file when it is no model file
+    if meta["dtype"] == "float16" and _travels(repo, init):
+        return {
+            "file": Path(os.path.relpath(init.resolve(), dest.parent.resolve())).as_posix(),
+            "in_checkout": True,
+            "from": init.name,
+            "converted_to_fp16": False,
+            "sha256": file_digest(init),
+            "bytes": 0,
+        }
     if meta["dtype"] == "float16":
         shutil.copyfile(init, dest)
     else:
@@ -320,6 +346,7 @@ def pack(
             init=init,
             wheels=wheels,
             download=download,
+            repo=repo,
             repo_bytes=repo_bytes,
             limit_bytes=limit_bytes,
             workers=workers or _default_workers(),
@@ -347,6 +374,7 @@ def _pack_into(
     init: Path | None,
     wheels: Path | None,
     download: bool,
+    repo: Path,
     repo_bytes: int,
     limit_bytes: int,
     workers: int,
@@ -373,7 +401,7 @@ def _pack_into(
     results = _map(pack_clip, items, workers=workers)
     clips_manifest = {**manifest, "items": items}
     write_json(folder / CLIPS / MANIFEST, clips_manifest)
-    init_record = _pack_init(Path(init), folder / INIT) if init is not None else None
+    init_record = _pack_init(Path(init), folder / INIT, repo=repo) if init is not None else None
     wheel_names = _pack_wheels(wheels, folder / WHEELS) if (wheels is not None or download) else []
     splits = dict(sorted(Counter(item["split"] for item in items).items()))
     left_out = dict(

@@ -69,8 +69,14 @@ main() {
     "$PYTHON" "$HERE/gpu_bundle.py" "$FOLDER" "$WORK/data" || return 2
     echo "unpacked at +$(($(date +%s) - START)) s"
 
-    local init=(--preset small)
-    [ -f "$FOLDER/init.safetensors" ] && init=(--init-from "$FOLDER/init.safetensors")
+    local init=(--preset small) init_file
+    # pack.json's init.file, from FOLDER: init.safetensors, or a file of the checkout that travels anyway
+    init_file=$("$PYTHON" -c 'import json, sys; print((json.load(open(sys.argv[1])).get("init") or {}).get("file", ""))' \
+        "$FOLDER/pack.json")
+    if [ -n "$init_file" ]; then
+        init=(--init-from "$FOLDER/$init_file")
+        echo "init from $FOLDER/$init_file"
+    fi
     local left=$((seconds - ($(date +%s) - START)))
     if [ "$left" -lt 10 ]; then
         echo "error: only $left s left for training after the setup"

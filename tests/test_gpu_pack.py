@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -140,6 +141,34 @@ def test_pack_shrinks_and_unpack_gives_the_clips_back(
         assert torch.equal(clip, torch.from_numpy(bundle.quantize16(source).T / 32768.0).float())
         assert float((clip - source).abs().max()) <= 0.5 / 32768 + 1e-7
     assert bundle.main([str(folder), str(out)]) == 2  # never into a folder with files
+
+
+def test_an_fp16_init_that_travels_with_the_checkout_is_named_not_copied(
+    data: Path, repo: Path, init_model: Path, tmp_path: Path
+) -> None:
+    from drumdiff.modelfile import save_model_file
+
+    loaded = load_model_file(init_model)
+    tracked = repo / "checkpoints" / "wip.safetensors"
+    tracked.parent.mkdir()
+    save_model_file(tracked, state_dict=loaded.net.state_dict(), config=loaded.config,
+                    class_names=loaded.class_names, provenance={}, fp16=True)  # fmt: skip
+    subprocess.run(["git", "-C", str(repo), "add", "checkpoints/wip.safetensors"], check=True)
+    folder = repo / ".gpu"
+    assert _pack(data, folder, tracked) == 0
+    record = json.loads((folder / "pack.json").read_text())["init"]
+    assert (
+        record["file"] == "../checkpoints/wip.safetensors" and record["in_checkout"] and record["bytes"] == 0
+    )
+    assert not (folder / "init.safetensors").exists() and (folder / record["file"]).resolve() == tracked
+    untracked = tmp_path / "elsewhere.safetensors"  # outside the checkout: copied as before
+    shutil.copy(tracked, untracked)
+    assert _pack(data, folder, untracked) == 0
+    record = json.loads((folder / "pack.json").read_text())["init"]
+    assert (
+        record["file"] == "init.safetensors"
+        and record["bytes"] == (folder / "init.safetensors").stat().st_size
+    )
 
 
 def test_split_and_join_check_every_part(tmp_path: Path, init_model: Path) -> None:
