@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -92,3 +96,23 @@ def training_checkpoint(path: Path, *, poison: float | None = None, step: int = 
     }
     torch.save(state, path)
     return path
+
+
+@contextlib.contextmanager
+def locked_folder(path: Path, monkeypatch) -> Iterator[Path]:
+    """A new folder at `path` that nothing can be written into (mode 0555), made writable again on exit.
+
+    Root ignores permissions, so there the write probe (`tempfile.mkstemp`) fails the way a locked folder would.
+    """
+    path.mkdir()
+    path.chmod(0o555)
+    if os.geteuid() == 0:
+
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    try:
+        yield path
+    finally:
+        path.chmod(0o755)

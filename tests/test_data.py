@@ -8,7 +8,6 @@ import math
 import os
 import pickle
 import struct
-import tempfile
 
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from drumdiff.cli import main
 from drumdiff.config import ModelConfig
 from drumdiff.data import conditioning
 from drumdiff.errors import AudioError, DrumdiffError
+from tests.helpers import locked_folder
 
 SR = 44100
 LENGTH = 2048  # short clips keep every test fast; the rules are the same at 32768
@@ -149,19 +149,8 @@ def test_cli_exit_codes_and_read_only_output(tmp_path, monkeypatch, capsys):
     assert read_json(tmp_path / "o2" / "rejected.json")["rejected"][0]["reason"] == "not audio"
 
     wav(tmp_path / "src" / "a.wav", hit(1))
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    if os.geteuid() == 0:  # root ignores permissions: fail the write probe the way a locked folder would
-
-        def refuse(*args, **kwargs):
-            raise PermissionError(13, "Permission denied")
-
-        monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    try:
+    with locked_folder(tmp_path / "locked", monkeypatch) as locked:
         code = main(["data", "prepare", str(tmp_path / "src"), "--out", str(locked), "--no-progress"])
-    finally:
-        locked.chmod(0o755)
     assert code == 2 and "locked is not writable" in capsys.readouterr().err
 
 

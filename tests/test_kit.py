@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from drumdiff.cli import main
 from drumdiff.errors import DrumdiffError
 from drumdiff.kits.pads import DEFAULT_PADS, SHORT_NAMES, parse_pads
 from tests.conftest import IN_CI, require
-from tests.helpers import tiny_model_file
+from tests.helpers import locked_folder, tiny_model_file
 
 CLASSES = ["kick", "snare", "hihat", "percussion"]
 XSD = Path(
@@ -431,19 +430,8 @@ def test_an_existing_folder_is_kept(model_path, kit, tmp_path, capsys) -> None:
 
 
 def test_an_unwritable_folder_is_one_line(model_path, tmp_path, monkeypatch, capsys) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    if os.geteuid() == 0:  # root ignores permissions: fail the write probe the way a locked folder would
-
-        def refuse(*args, **kwargs):
-            raise PermissionError(13, "Permission denied")
-
-        monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    try:
+    with locked_folder(tmp_path / "locked", monkeypatch) as locked:
         assert run("kit", locked / "kit", "--model", model_path, *QUICK) == 2
-    finally:
-        locked.chmod(0o755)
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "locked is not writable" in err
     assert list(locked.iterdir()) == []
