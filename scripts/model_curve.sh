@@ -6,8 +6,9 @@
 #   bash scripts/model_curve.sh MODEL DATA OUT [N] [STEPS...]
 #   bash scripts/model_curve.sh src/drumdiff/weights/drums.safetensors /work/data/corpus /tmp/curve 16 5 10 20 40
 #
-# The sampler is the default (dpmpp-2m, log-snr schedule, guidance 1); the seeds are fixed (clip i of class c
-# uses seed 1000 + i), so two models are compared on the same noise.
+# The sampler is the default (dpmpp-2m, log-snr schedule); GUIDANCE=G in the environment sets the guidance
+# scale (default: drumdiff's default) and then names the folders steps-S-gG. The seeds are fixed (clip i of
+# class c uses seed 1000 + i), so two models are compared on the same noise.
 set -euo pipefail
 model=$1 data=$2 out=$3 n=${4:-16}
 shift 4 || shift $#
@@ -22,18 +23,24 @@ EOF
 then
   splits+=(test)
 fi
+guidance=()
+suffix=
+if [ -n "${GUIDANCE:-}" ]; then
+  guidance=(--guidance "$GUIDANCE")
+  suffix="-g$GUIDANCE"
+fi
 mkdir -p "$out"
 for s in "${steps[@]}"; do
-  folder="$out/steps-$s"
+  folder="$out/steps-$s$suffix"
   rm -rf "$folder"
   for class in kick snare hihat percussion; do
-    drumdiff generate "$class" --model "$model" -n "$n" --steps "$s" --seed 1000 --out "$folder" --no-progress \
+    drumdiff generate "$class" --model "$model" -n "$n" --steps "$s" "${guidance[@]}" --seed 1000 --out "$folder" --no-progress \
       > /dev/null
   done
   for split in "${splits[@]}"; do
     drumdiff evaluate "$folder" "$data" --ref-split "$split" --classes --train "$data" --json --no-progress \
-      > "$out/steps-$s.$split.json"
-    python - "$out/steps-$s.$split.json" "$s" "$split" <<'EOF'
+      > "$out/steps-$s$suffix.$split.json"
+    python - "$out/steps-$s$suffix.$split.json" "$s$suffix" "$split" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 a, c, t = r["artifacts"], r.get("classes", {}), r.get("train", {})

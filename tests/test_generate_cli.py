@@ -243,3 +243,31 @@ def test_generate_subprocess_is_deterministic_and_light(model_path, tmp_path) ->
         subprocess.run(cmd, check=True, env={**os.environ, "PYTHONHASHSEED": "0"})
         outs.append(sorted(out.glob("*.wav")))
     assert [p.read_bytes() for p in outs[0]] == [p.read_bytes() for p in outs[1]]
+
+
+def test_gate_runs_on_what_is_written_and_is_recorded(model_path, tmp_path, monkeypatch) -> None:
+    import torch
+
+    import drumdiff.postprocess as postprocess
+
+    seen = []
+
+    def silence_the_tail(clips, sample_rate, **kwargs):  # stands in for the gate: the wiring is under test
+        seen.append((tuple(clips.shape), sample_rate))
+        gated = clips.clone()
+        gated[..., 2048:] = 0
+        return gated
+
+    monkeypatch.setattr(postprocess, "gate_tail", silence_the_tail)
+    common = ["generate", "--model", model_path, "-n", 2, "--steps", 1, "--seed", 5, "--no-progress"]
+    assert run(*common, "--gate", "--out", tmp_path / "gated") == 0
+    assert run(*common, "--out", tmp_path / "raw") == 0
+    assert seen == [((2, 2, 4096), 44100)]  # once, on the batch, at the model's rate; not without --gate
+    gated, raw = (sorted((tmp_path / name).glob("*.wav")) for name in ("gated", "raw"))
+    for path, plain in zip(gated, raw, strict=True):
+        audio, _ = sf.read(path, always_2d=True)
+        before, _ = sf.read(plain, always_2d=True)
+        assert not audio[2048:].any() and before[2048:].any()
+        assert torch.equal(torch.from_numpy(audio[:2048]), torch.from_numpy(before[:2048]))
+        assert json.loads(path.with_suffix(".json").read_text())["gate"] is True
+        assert json.loads(plain.with_suffix(".json").read_text())["gate"] is False

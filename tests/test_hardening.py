@@ -261,7 +261,7 @@ def test_a_broken_model_is_blamed_at_load(case, message, classes_path, tmp_path,
 
 def test_huge_guidance_is_blamed_on_the_value_not_on_a_file(classes_path, tmp_path, capsys) -> None:
     out = tmp_path / "new" / "parents" / "out"  # a request that fails mid-way takes back the folders it made
-    args = ["generate", "kick", "--model", classes_path, "--guidance", "1e30", "-n", 1, "--steps", 2]
+    args = ["generate", "kick", "--model", classes_path, "--guidance", "1e30", "-n", 1, "--steps", 3]
     assert run(*args, "--out", out, "--no-progress") == 2
     err = last_error(capsys)
     assert len(err) == 1 and "--guidance 1e+30 is too large" in err[0], err

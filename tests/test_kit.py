@@ -366,6 +366,34 @@ def test_library_kit_orders_toms_fades_and_writes_chosen_formats(model_path, tmp
         assert clip[:, -1].abs().max() < 1e-6 < clip[:, -200].abs().max()  # faded to silence at the end
 
 
+def test_library_kit_gates_its_takes_when_asked(model_path, tmp_path, monkeypatch) -> None:
+    import drumdiff
+    import drumdiff.kits.make as make
+    from drumdiff.pipeline import SamplingOptions
+
+    calls = []
+
+    def gate(clips, sample_rate):  # stands in for drumdiff.postprocess.gate_tail: the wiring is under test
+        calls.append(tuple(clips.shape))
+        gated = clips.clone()
+        gated[..., 1024:] = 0
+        return gated
+
+    monkeypatch.setattr(make, "gate_tail", gate)
+    model = drumdiff.load_model(model_path, device="cpu")
+    kits = {}
+    for gated in (True, False):
+        kits[gated] = drumdiff.generate_kit(
+            model, out_dir=tmp_path / f"gate-{gated}", pads=["kick", "snare"], formats="sfz", seed=3,
+            round_robins=2, gate=gated, options=SamplingOptions(steps=1),
+        )  # fmt: skip
+    assert calls == [(2, 2, 4096), (2, 2, 4096)]  # each pad's takes, only with gate=True
+    assert manifest(kits[True].folder)["gate"] is True and manifest(kits[False].folder)["gate"] is False
+    for pad in kits[True].pads:
+        clip, _ = audio_io.read(kits[True].folder / pad.takes[0].file)
+        assert clip[:, 1024:].abs().max() == 0 < clip[:, :1024].abs().max()
+
+
 def test_an_unconditional_model_cannot_make_a_kit(tmp_path, capsys) -> None:
     plain = tiny_model_file(tmp_path / "plain.safetensors")
     assert run("kit", tmp_path / "kit", "--model", plain, *QUICK) == 2

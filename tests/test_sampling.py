@@ -130,3 +130,27 @@ def test_slerp_endpoints_and_norm() -> None:
     assert torch.allclose(slerp(a, b, 1.0), b, atol=1e-6)
     mid = slerp(a, b, 0.5)
     assert abs(float(mid.norm() / a.norm()) - 1) < 0.05  # a linear mix would lose ~30 % of the norm
+
+
+def test_guidance_runs_two_evaluations_only_inside_its_interval() -> None:
+    from drumdiff.diffusion import make_denoiser
+
+    batches = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x, t, *, class_id=None):
+            batches.append((x.shape[0], sorted(set(class_id.tolist()))))
+            return torch.zeros_like(x) + class_id.view(-1, 1, 1).float()  # v depends on the class only
+
+    ids = torch.tensor([1, 1])
+    denoise = make_denoiser(Spy(), class_id=ids, guidance=3.0, null_class=4, interval=(0.1, 0.99))
+    x = torch.ones(2, 2, 8)
+    inside = denoise(x, torch.tensor(0.5))
+    plain = denoise(x, torch.tensor(0.995))
+    low = denoise(x, torch.tensor(0.05))  # below the interval
+    assert batches == [(4, [1, 4]), (2, [1]), (2, [1])]
+    # v = v_null + 3 (v_class - v_null) = 4 + 3 (1 - 4) = -5 inside; the class's own v = 1 outside.
+    expected_inside = make_denoiser(lambda x, t, class_id: torch.full_like(x, -5.0))(x, torch.tensor(0.5))
+    assert torch.allclose(inside, expected_inside)
+    expected_plain = make_denoiser(lambda x, t, class_id: torch.ones_like(x))(x, torch.tensor(0.995))
+    assert torch.allclose(plain, expected_plain) and low.shape == x.shape

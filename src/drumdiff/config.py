@@ -9,6 +9,17 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+# How `generate`, `vary`, `inpaint`, kits and the web page sample unless told otherwise: chosen on the shipped
+# model's quality/steps curve (weights/MODEL_CARD.md, "Sampling defaults"). Here, not in drumdiff.pipeline,
+# so that the CLI's --help shows them without importing torch. Guidance applies to a request with a class,
+# only at the diffusion times low < t <= high of the interval (Kynkaanniemi et al. 2024, "Applying guidance
+# in a limited interval improves sample and distribution quality").
+DEFAULT_SAMPLER = "dpmpp-2m"
+DEFAULT_STEPS = 8
+DEFAULT_SCHEDULE = "log-snr"
+DEFAULT_GUIDANCE = 2.0
+DEFAULT_GUIDANCE_INTERVAL = (0.1, 0.99)
+
 
 @dataclass(frozen=True)
 class ModelConfig:

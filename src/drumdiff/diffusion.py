@@ -88,19 +88,22 @@ def make_denoiser(
     class_id: Tensor | None = None,
     guidance: float = 1.0,
     null_class: int | None = None,
+    interval: tuple[float, float] = (0.0, 1.0),
 ) -> Denoiser:
     """Wrap a v-predicting network as x0_hat = D(x_t, t), with classifier-free guidance.
 
     guidance 1.0 is the plain conditional model; > 1 pushes away from the unconditional (null-class)
-    prediction: v = v_null + g (v_class - v_null). `null_class` is the id of the "no class" embedding.
+    prediction, v = v_null + g (v_class - v_null), at the times low < t <= high of `interval` (elsewhere the
+    plain conditional prediction: one network evaluation). `null_class` is the id of the "no class" embedding.
     """
     use_guidance = class_id is not None and guidance != 1.0
     if use_guidance and null_class is None:
         raise ValueError("classifier-free guidance needs the null class id")
+    low, high = interval
 
     def denoise(x_t: Tensor, t: Tensor) -> Tensor:
         t_batch = t.expand(x_t.shape[0]) if t.dim() == 0 else t
-        if not use_guidance:
+        if not use_guidance or not low < float(t_batch[0]) <= high:  # a sampler's batch shares one t
             v = net(x_t, t_batch, class_id=class_id)
         else:
             null = torch.full_like(class_id, null_class)

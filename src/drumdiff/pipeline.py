@@ -29,7 +29,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from drumdiff.config import ModelConfig
+from drumdiff.config import (  # noqa: F401 (re-exported: the sampling defaults)
+    DEFAULT_GUIDANCE,
+    DEFAULT_GUIDANCE_INTERVAL,
+    DEFAULT_SAMPLER,
+    DEFAULT_SCHEDULE,
+    DEFAULT_STEPS,
+    ModelConfig,
+)
 from drumdiff.diffusion import add_noise, make_denoiser
 from drumdiff.errors import DrumdiffError
 from drumdiff.modelfile import SHIPPED_DIR, ModelEntry, list_models, resolve_model, user_model_dir  # noqa: F401
@@ -47,9 +54,6 @@ from drumdiff.sampling import (
 # progress(steps_done) is called after each network evaluation step, for progress bars.
 Progress = Callable[[int], None]
 
-DEFAULT_SAMPLER = "dpmpp-2m"
-DEFAULT_STEPS = 20
-DEFAULT_SCHEDULE = "log-snr"
 DEFAULT_KEEP_MS = 40.0
 DEFAULT_INTERPOLATE_STEPS = 100  # inversion needs more steps than sampling to reconstruct the endpoints
 SEED_MAX = 2**64 - 1  # torch generators take 64-bit seeds; clip i of a request uses SEED + i
@@ -62,13 +66,17 @@ class SamplingOptions:
 
     sampler: a name in `drumdiff.sampling.SAMPLERS`; schedule: a name in `SCHEDULES`; steps: network
     evaluations per clip (vary runs `round(steps * strength)`); guidance: classifier-free guidance scale (1 =
-    plain conditional); batch_size: clips per network batch (results do not depend on it).
+    plain conditional; None: DEFAULT_GUIDANCE for a request with a class, 1 without one); guidance_interval:
+    (low, high], the diffusion times t at which guidance is applied (elsewhere the plain conditional
+    prediction, one network evaluation instead of two); batch_size: clips per network batch (results do not
+    depend on it).
     """
 
     sampler: str = DEFAULT_SAMPLER
     steps: int = DEFAULT_STEPS
     schedule: str = DEFAULT_SCHEDULE
-    guidance: float = 1.0
+    guidance: float | None = None
+    guidance_interval: tuple[float, float] = DEFAULT_GUIDANCE_INTERVAL
     batch_size: int = 8
 
     def __post_init__(self) -> None:
@@ -80,8 +88,13 @@ class SamplingOptions:
             raise DrumdiffError(f"steps must be a whole number of at least 1, got {self.steps!r}")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise DrumdiffError(f"batch size must be a whole number of at least 1, got {self.batch_size!r}")
-        if not math.isfinite(self.guidance):
+        if self.guidance is not None and not math.isfinite(self.guidance):
             raise DrumdiffError(f"guidance must be a finite number, got {self.guidance}")
+        low, high = self.guidance_interval
+        if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high <= 1):
+            raise DrumdiffError(
+                f"guidance interval must be two diffusion times with 0 <= low < high <= 1, got {low:g} {high:g}"
+            )
 
     @classmethod
     def of(cls, options: SamplingOptions | None = None, /, **fields: Any) -> SamplingOptions:
@@ -313,14 +326,14 @@ class DrumPipeline:
             ts = log_snr_schedule(options.steps, t_max=1.0, t_min=1e-3)
         except ValueError as error:
             raise DrumdiffError(str(error)) from error
-        denoiser = self._denoiser(class_name, options.guidance, batch=2)
+        denoiser = self._denoiser(class_name, options, batch=2)
         tick = _ticker(progress)
         with torch.inference_mode():
             latents = invert_ddim(denoiser, clips, ts[:-1].flip(0), callback=tick)  # (2, C, T) at t = 1
             mixes = torch.stack([slerp(latents[0], latents[1], i / (frames - 1)) for i in range(frames)])
             out = []
             for chunk in mixes.split(options.batch_size):
-                den = self._denoiser(class_name, options.guidance, batch=len(chunk))
+                den = self._denoiser(class_name, options, batch=len(chunk))
                 out.append(sample_ddim(den, chunk, ts, callback=tick))
         return torch.cat(out).float().cpu()
 
@@ -356,7 +369,7 @@ class DrumPipeline:
                     x = noise.clone()  # t = 1: pure noise (alpha = 0), whatever the input
                 else:
                     x = add_noise(start.to(self.device).expand_as(noise), noise, torch.tensor(t_start))
-                denoiser = self._denoiser(class_name, options.guidance, batch=len(seeds))
+                denoiser = self._denoiser(class_name, options, batch=len(seeds))
                 if inpaint is not None:
                     denoiser = _inpainting(denoiser, *inpaint, noise=noise, device=self.device)
                 x = sample(denoiser, x, ts, noise_fn=lambda gens=gens: self._noise(gens), callback=tick)
@@ -371,16 +384,32 @@ class DrumPipeline:
         shape = (self.channels, self.length)
         return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(self.device)
 
-    def _denoiser(self, class_name: str | None, guidance: float, *, batch: int):
+    def guidance_for(self, class_name: str | None, options: SamplingOptions) -> float:
+        """The guidance scale a request samples with: the options' own, else DEFAULT_GUIDANCE when the request
+        has a class this model is conditioned on, else 1 (plain). An explicit scale other than 1 without a
+        class is a DrumdiffError (there is nothing to guide towards)."""
+        class_id = self._class_id(class_name)
+        if options.guidance is None:
+            return DEFAULT_GUIDANCE if class_id is not None else 1.0
+        if class_id is None and options.guidance != 1.0 and self.config.conditional:
+            raise DrumdiffError(
+                f"guidance {options.guidance:g} needs a class name (this model knows {', '.join(self.class_names)})"
+            )
+        return options.guidance
+
+    def _denoiser(self, class_name: str | None, options: SamplingOptions, *, batch: int):
+        guidance = self.guidance_for(class_name, options)
         class_id = self._class_id(class_name)
         if class_id is None:
-            if guidance != 1.0 and self.config.conditional:
-                raise DrumdiffError(
-                    f"guidance {guidance:g} needs a class name (this model knows {', '.join(self.class_names)})"
-                )
             return make_denoiser(self.net)
         ids = torch.full((batch,), class_id, dtype=torch.long, device=self.device)
-        return make_denoiser(self.net, class_id=ids, guidance=guidance, null_class=self.config.num_classes)
+        return make_denoiser(
+            self.net,
+            class_id=ids,
+            guidance=guidance,
+            null_class=self.config.num_classes,
+            interval=options.guidance_interval,
+        )
 
     def resolve_class(self, class_name: str | None) -> str | None:
         """The model's own spelling of `class_name`, matched exactly, else ignoring case, punctuation and a

@@ -17,6 +17,7 @@ from drumdiff.kits.formats import MAX_NAME, MAX_ROUND_ROBINS
 from drumdiff.kits.make import DEFAULT_LOUDNESS_LUFS, LOUDNESS_RANGE
 from drumdiff.kits.pads import DEFAULT_PADS, SHORT_NAMES
 from drumdiff.pipeline import (
+    DEFAULT_GUIDANCE,
     DEFAULT_INTERPOLATE_STEPS,
     DEFAULT_KEEP_MS,
     DEFAULT_SAMPLER,
@@ -61,7 +62,8 @@ class Controls:
         fields: dict[str, Any] = {"steps": int(values[self.steps])}
         if self.sampler is not None:
             fields["sampler"] = values[self.sampler]
-        if self.guidance is not None:
+        any_class = self.class_name is not None and values[self.class_name] == ANY_CLASS
+        if self.guidance is not None and not any_class:  # guidance guides towards a class; "any class": none
             fields["guidance"] = float(values[self.guidance])
         return SamplingOptions.of(**fields)
 
@@ -113,7 +115,9 @@ def controls(
             count = gr.Slider(1, MAX_CLIPS, value=n, step=1, label="clips", elem_id=f"{prefix}-n")
         step_slider = gr.Slider(1, MAX_STEPS, value=steps, step=1, label="steps", elem_id=f"{prefix}-steps")
         sampler = gr.Dropdown(list(SAMPLERS), value=DEFAULT_SAMPLER, label="sampler") if seeded else None
-        guidance = gr.Slider(0, 8, value=1, step=0.5, label="guidance", visible=conditional)
+        guidance = gr.Slider(
+            0, 8, value=DEFAULT_GUIDANCE, step=0.5, label="guidance (with a class)", visible=conditional
+        )
     seed = None
     if seeded:
         with gr.Row():

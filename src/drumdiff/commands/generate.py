@@ -22,6 +22,7 @@ from drumdiff.commands.session import (
     PLOT_CLIPS,
     Session,
 )
+from drumdiff.config import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_INTERVAL, DEFAULT_STEPS
 
 SAMPLER_NAMES = ("ddim", "dpmpp-2m", "ddpm")  # kept in step with drumdiff.sampling.SAMPLERS (tested);
 # listed here so that `--help` does not import torch
@@ -43,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="class to generate, matched ignoring case and a plural s (conditional models; default: none, "
         "the unconditional null class)",
     )
-    add_sampling_flags(gen, default_steps=20, default_n=4)
+    add_sampling_flags(gen, default_steps=DEFAULT_STEPS, default_n=4)
     add_originality_flags(gen)
     gen.set_defaults(func=run_generate)
 
@@ -61,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="how far to move away from the input, in (0, 1]; 1.0 ignores it (default 0.5)",
     )
     _add_class_flag(vary)
-    add_sampling_flags(vary, default_steps=20, default_n=1)
+    add_sampling_flags(vary, default_steps=DEFAULT_STEPS, default_n=1)
     vary.set_defaults(func=run_vary)
 
     inter = subparsers.add_parser(
@@ -95,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="milliseconds kept from the start, at least one sample (default 40)",
     )
     _add_class_flag(inpaint)
-    add_sampling_flags(inpaint, default_steps=20, default_n=1)
+    add_sampling_flags(inpaint, default_steps=DEFAULT_STEPS, default_n=1)
     inpaint.set_defaults(func=run_inpaint)
 
     models = subparsers.add_parser(
@@ -176,8 +177,10 @@ def add_sampling_flags(
     parser.add_argument(
         "--guidance",
         type=float,
-        default=1.0,
-        help="classifier-free guidance scale, needs a class (conditional models; default 1: plain conditional)",
+        default=None,
+        help=f"classifier-free guidance scale, needs a class (conditional models; 1: plain conditional; "
+        f"default {DEFAULT_GUIDANCE:g} with a class, applied at diffusion times {DEFAULT_GUIDANCE_INTERVAL[0]:g} < t "
+        f"<= {DEFAULT_GUIDANCE_INTERVAL[1]:g}, 1 without)",
     )
     if clip_outputs:
         parser.add_argument(
@@ -206,6 +209,13 @@ def add_sampling_flags(
         help="CPU threads for torch, at most the CPU count (default: torch's choice)",
     )
     if clip_outputs:
+        parser.add_argument(
+            "--gate",
+            action=argparse.BooleanOptionalAction,
+            default=False,
+            help="fade each clip out where its decay meets the noise floor (drumdiff.postprocess; can shorten "
+            "a sound that rings to the end; default off: the raw model output)",
+        )
         parser.add_argument(
             "--plot",
             action=argparse.BooleanOptionalAction,

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from drumdiff.commands.generate import add_originality_flags, add_sampling_flags
+from drumdiff.config import DEFAULT_STEPS
 from drumdiff.kits.formats import FORMATS, MAX_ROUND_ROBINS, SAMPLES
 from drumdiff.kits.pads import DEFAULT_PADS, SHORT_NAMES
 
@@ -80,6 +81,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"how far round robins move from take 1, in (0, 1] (default {VARY_STRENGTH:g})",
     )
     kit.add_argument(
+        "--gate",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="fade every take out where its decay meets the noise floor (drumdiff.postprocess; can shorten a "
+        "sound that rings to the end; default off)",
+    )
+    kit.add_argument(
         "--fade-ms",
         type=float,
         default=0.0,
@@ -98,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write kit.png into the kit: a row per pad (note, name, class), the waveforms and "
         "spectrograms of its first takes (default off)",
     )
-    add_sampling_flags(kit, default_steps=20, default_n=1, clip_outputs=False)
+    add_sampling_flags(kit, default_steps=DEFAULT_STEPS, default_n=1, clip_outputs=False)
     add_originality_flags(kit)
     kit.set_defaults(func=run_kit, class_name=None, sample_rate=None, format="wav24")  # what Session reads
 
@@ -112,7 +120,7 @@ def run_kit(args: argparse.Namespace) -> int:
     request_fields = dict(
         out_dir=args.out_dir, pads=args.pads, round_robins=args.round_robins, name=args.name,
         formats=args.formats, vary_strength=args.vary_strength, loudness_lufs=args.loudness,
-        fade_ms=args.fade_ms, overwrite=args.overwrite, plot=args.plot,
+        fade_ms=args.fade_ms, overwrite=args.overwrite, plot=args.plot, gate=args.gate,
     )  # fmt: skip
     KitRequest.of(**request_fields)  # the kit's own values, before the model is loaded
     session = Session(args, "kit", n=1)  # sampling options, threads, seed, model

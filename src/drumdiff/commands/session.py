@@ -90,6 +90,10 @@ class Session:
             )
         self.model = load_model(args.model, device=args.device)
         self.class_name = self.model.resolve_class(args.class_name)
+        # The scale sampling will use (None: the default for a request with a class, 1 without), recorded.
+        self.options = SamplingOptions.of(
+            self.options, guidance=self.model.guidance_for(self.class_name, self.options)
+        )
         self.model_sha256 = file_digest(self.model.path)
         self.rate = args.sample_rate or self.model.sample_rate
         self._check_format()
@@ -202,6 +206,10 @@ class Session:
                     raise DrumdiffError(self._non_finite_cause())
                 if self.originality is not None:
                     clips = self._check_originality(clips, first, stems=stems, extra=extra, redraw=redraw)
+                if self.args.gate:
+                    from drumdiff.postprocess import gate_tail
+
+                    clips = gate_tail(clips, self.model.sample_rate)
                 if self.rate != self.model.sample_rate:
                     from drumdiff import audio as audio_io
 
@@ -332,6 +340,8 @@ class Session:
             "schedule": self.options.schedule,
             "steps": self.options.steps,
             "guidance": self.options.guidance,
+            "guidance_interval": list(self.options.guidance_interval),
+            "gate": self.args.gate,
             "n": self.n,
             "batch_size": self.options.batch_size,
             "sample_rate": self.rate,

@@ -51,6 +51,7 @@ from drumdiff.kits.pads import Pad, parse_pads
 from drumdiff.kits.picture import PICTURE, save_kit_png
 from drumdiff.kits.takes import PEAK_DBFS, fade_out, level, order_families, sample_takes
 from drumdiff.pipeline import DrumPipeline, SamplingOptions, load_model, vary_steps
+from drumdiff.postprocess import gate_tail
 
 if TYPE_CHECKING:
     from drumdiff.evaluation.originality import OriginalityCheck
@@ -116,6 +117,7 @@ class KitRequest:
     fade_ms: float
     overwrite: bool
     plot: bool = False  # also write kit.png (drumdiff.kits.picture)
+    gate: bool = False  # fade every take out where it meets its noise floor (drumdiff.postprocess)
 
     @classmethod
     def of(
@@ -132,6 +134,7 @@ class KitRequest:
         fade_ms: float = 0.0,
         overwrite: bool = False,
         plot: bool = False,
+        gate: bool = False,
     ) -> KitRequest:
         from drumdiff.pipeline import check_seed
 
@@ -157,6 +160,7 @@ class KitRequest:
             fade_ms=float(fade_ms),
             overwrite=overwrite,
             plot=bool(plot),
+            gate=bool(gate),
         )
         check_out_dir(request.out_dir, overwrite=overwrite)
         return request
@@ -177,6 +181,7 @@ def generate_kit(
     fade_ms: float = 0.0,
     overwrite: bool = False,
     plot: bool = False,
+    gate: bool = False,
     index: str | os.PathLike | None = None,
     max_similarity: float | None = None,
     progress: Callable[[int], None] | None = None,
@@ -194,7 +199,7 @@ def generate_kit(
     request = KitRequest.of(
         out_dir=out_dir, pads=pads, round_robins=round_robins, seed=seed, name=name, formats=formats,
         vary_strength=vary_strength, loudness_lufs=loudness_lufs, fade_ms=fade_ms, overwrite=overwrite,
-        plot=plot,
+        plot=plot, gate=gate,
     )  # fmt: skip
     options = options or SamplingOptions()
     pipeline = model if isinstance(model, DrumPipeline) else load_model(model)
@@ -231,6 +236,8 @@ def make_kit(
     if max_similarity is not None and not 0 < max_similarity <= 1:
         raise DrumdiffError(f"max similarity must be in (0, 1], got {max_similarity}")
     classes = [pad_class(pipeline, pad) for pad in request.pads]
+    # Every pad has a class: the default guidance applies to all of them, and kit.json records the scale.
+    options = SamplingOptions.of(options, guidance=pipeline.guidance_for(classes[0], options))
     fade = round(request.fade_ms * pipeline.sample_rate / 1000)
     if fade > pipeline.length:
         raise DrumdiffError(
@@ -243,6 +250,8 @@ def make_kit(
         max_similarity=max_similarity, progress=progress,
     )  # fmt: skip
     takes, seeds = order_families(request.pads, takes, seeds, sample_rate=pipeline.sample_rate)
+    if request.gate:
+        takes = [gate_tail(clips, pipeline.sample_rate) for clips in takes]
     if fade:
         takes = [fade_out(clips, fade) for clips in takes]
     levelled = [level(clips, request.loudness_lufs, pipeline.sample_rate) for clips in takes]
@@ -415,6 +424,7 @@ def _manifest(
         "loudness_target_lufs": request.loudness_lufs,
         "peak_ceiling_dbfs": PEAK_DBFS,
         "fade_ms": request.fade_ms,
+        "gate": request.gate,
         "sample_rate": pipeline.sample_rate,
         "channels": pipeline.channels,
         "length": pipeline.length,
