@@ -118,7 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "model": str(model.path),
-        "options": {f: getattr(options, f) for f in ("sampler", "steps", "schedule", "guidance")},
+        "options": {
+            **{f: getattr(options, f) for f in ("sampler", "steps", "schedule", "guidance_interval")},
+            "guidance": model.guidance_for(class_name, options),  # the scale the default resolves to
+        },
         "original_steps": ORIGINAL_STEPS,
         "original_steps_timed": original_steps,
         "seconds_per_clip": {k: round(v, 4) for k, v in per_clip.items()},

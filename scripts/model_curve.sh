@@ -7,8 +7,9 @@
 #   bash scripts/model_curve.sh src/drumdiff/weights/drums.safetensors /work/data/corpus /tmp/curve 16 5 10 20 40
 #
 # The sampler is the default (dpmpp-2m, log-snr schedule); GUIDANCE=G in the environment sets the guidance
-# scale (default: drumdiff's default) and then names the folders steps-S-gG. The seeds are fixed (clip i of
-# class c uses seed 1000 + i), so two models are compared on the same noise.
+# scale (default: drumdiff's default) and then names the folders steps-S-gG; GATE=1 generates with --gate
+# (the tail gate, drumdiff.postprocess) and adds -gate to the names. The seeds are fixed (clip i of class c
+# uses seed 1000 + i), so two models are compared on the same noise.
 set -euo pipefail
 model=$1 data=$2 out=$3 n=${4:-16}
 shift 4 || shift $#
@@ -23,18 +24,22 @@ EOF
 then
   splits+=(test)
 fi
-guidance=()
+flags=()
 suffix=
 if [ -n "${GUIDANCE:-}" ]; then
-  guidance=(--guidance "$GUIDANCE")
+  flags=(--guidance "$GUIDANCE")
   suffix="-g$GUIDANCE"
+fi
+if [ "${GATE:-0}" = 1 ]; then
+  flags+=(--gate)
+  suffix="$suffix-gate"
 fi
 mkdir -p "$out"
 for s in "${steps[@]}"; do
   folder="$out/steps-$s$suffix"
   rm -rf "$folder"
   for class in kick snare hihat percussion; do
-    drumdiff generate "$class" --model "$model" -n "$n" --steps "$s" "${guidance[@]}" --seed 1000 --out "$folder" --no-progress \
+    drumdiff generate "$class" --model "$model" -n "$n" --steps "$s" "${flags[@]}" --seed 1000 --out "$folder" --no-progress \
       > /dev/null
   done
   for split in "${splits[@]}"; do

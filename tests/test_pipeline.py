@@ -128,27 +128,27 @@ def test_bad_requests_name_the_value(model) -> None:
 def test_conditional_model_classes_and_guidance(tmp_path) -> None:
     path = tiny_model_file(tmp_path / "cond.safetensors", num_classes=2, class_names=["kick", "snare"])
     pipe = load_model(path, device="cpu")
-    kick = pipe.generate(class_name="kick", seed=0, steps=4, guidance=1.0)
-    snare = pipe.generate(class_name="snare", seed=0, steps=4, guidance=1.0)
-    null = pipe.generate(seed=0, steps=4)
+    kick = pipe.generate(class_name="kick", seed=0, steps=6, guidance=1.0)
+    snare = pipe.generate(class_name="snare", seed=0, steps=6, guidance=1.0)
+    null = pipe.generate(seed=0, steps=6)
     assert not torch.equal(kick, snare) and not torch.equal(kick, null)
-    guided = pipe.generate(class_name="kick", seed=0, steps=4, guidance=3.0)
+    guided = pipe.generate(class_name="kick", seed=0, steps=6, guidance=3.0)
     assert torch.isfinite(guided).all() and not torch.equal(guided, kick)
     with pytest.raises(DrumdiffError, match="knows kick, snare"):
         pipe.generate(class_name="hat")
     # No guidance given: the default with a class, none without; an explicit scale needs a class.
     assert pipe.guidance_for("kick", SamplingOptions()) == DEFAULT_GUIDANCE != 1.0
     assert pipe.guidance_for(None, SamplingOptions()) == 1.0
-    default = pipe.generate(class_name="kick", seed=0, steps=4)
-    assert torch.equal(default, pipe.generate(class_name="kick", seed=0, steps=4, guidance=DEFAULT_GUIDANCE))
+    default = pipe.generate(class_name="kick", seed=0, steps=6)
+    assert torch.equal(default, pipe.generate(class_name="kick", seed=0, steps=6, guidance=DEFAULT_GUIDANCE))
     with pytest.raises(DrumdiffError, match="guidance 3 needs a class name"):
-        pipe.generate(seed=0, steps=4, guidance=3.0)
+        pipe.generate(seed=0, steps=6, guidance=3.0)
     # Guidance only inside its interval: one that holds no step of the schedule is plain conditional.
-    times = [float(t) for t in log_snr_schedule(4)[:-1]]
+    times = [float(t) for t in log_snr_schedule(6)[:-1]]
     empty = (0.0, min(times) / 2)
-    outside = pipe.generate(class_name="kick", seed=0, steps=4, guidance=3.0, guidance_interval=empty)
+    outside = pipe.generate(class_name="kick", seed=0, steps=6, guidance=3.0, guidance_interval=empty)
     assert torch.equal(outside, kick)
-    everywhere = pipe.generate(class_name="kick", seed=0, steps=4, guidance=3.0, guidance_interval=(0.0, 1.0))
+    everywhere = pipe.generate(class_name="kick", seed=0, steps=6, guidance=3.0, guidance_interval=(0.0, 1.0))
     assert not torch.equal(everywhere, guided)  # the default interval leaves the first and last steps plain
     for bad in ((0.5, 0.5), (-0.1, 0.5), (0.2, 1.5), (0.1, math.nan)):
         with pytest.raises(DrumdiffError, match="guidance interval"):

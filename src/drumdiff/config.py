@@ -15,10 +15,10 @@ from typing import Any
 # only at the diffusion times low < t <= high of the interval (Kynkaanniemi et al. 2024, "Applying guidance
 # in a limited interval improves sample and distribution quality").
 DEFAULT_SAMPLER = "dpmpp-2m"
-DEFAULT_STEPS = 8
+DEFAULT_STEPS = 6
 DEFAULT_SCHEDULE = "log-snr"
-DEFAULT_GUIDANCE = 2.0
-DEFAULT_GUIDANCE_INTERVAL = (0.1, 0.99)
+DEFAULT_GUIDANCE = 3.0
+DEFAULT_GUIDANCE_INTERVAL = (0.1, 0.5)
 
 
 @dataclass(frozen=True)
