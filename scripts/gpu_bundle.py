@@ -206,8 +206,9 @@ def _clear_folder(folder: Path) -> None:
 
 def _pack_init(init: Path, dest: Path, *, repo: Path) -> dict[str, Any]:
     """Copy the init model file (converted to fp16 when it is fp32: half the bytes to carry). An fp16 file that
-    travels with the checkout anyway (checkpoints/drums-wip.safetensors) is named, not copied: `file` is then
-    its path from the pack folder (`../checkpoints/drums-wip.safetensors`) and `bytes` 0."""
+    travels with the checkout anyway (the shipped src/drumdiff/weights/drums.safetensors) is named, not
+    copied: `file` is then its path from the pack folder (`../src/drumdiff/weights/drums.safetensors`) and
+    `bytes` 0."""
     from drumdiff.modelfile import load_model_file, read_metadata, save_model_file
 
     meta = read_metadata(init)  # a ModelFileError naming the file when it is no model file
