@@ -156,7 +156,8 @@ def add_sampling_flags(
         "--steps",
         type=int,
         default=default_steps,
-        help=f"sampler steps: network evaluations per batch, 1 to {MAX_STEPS} (default {default_steps})",
+        help=f"sampler steps: network evaluations per batch (a guided step costs two), 1 to {MAX_STEPS} "
+        f"(default {default_steps})",
     )
     if seeded:
         parser.add_argument(
