@@ -16,6 +16,9 @@ from typing import Any
 # in a limited interval improves sample and distribution quality").
 DEFAULT_SAMPLER = "dpmpp-2m"
 DEFAULT_STEPS = 6
+# vary, inpaint and kits (whose round robins are variations) spend more: vary runs round(steps * strength)
+# of them, and their speed was never the target that generate's is.
+DEFAULT_EDIT_STEPS = 20
 DEFAULT_SCHEDULE = "log-snr"
 DEFAULT_GUIDANCE = 3.0
 DEFAULT_GUIDANCE_INTERVAL = (0.1, 0.5)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from drumdiff.config import (  # noqa: F401 (re-exported: the sampling defaults)
+    DEFAULT_EDIT_STEPS,
     DEFAULT_GUIDANCE,
     DEFAULT_GUIDANCE_INTERVAL,
     DEFAULT_SAMPLER,
@@ -64,8 +65,9 @@ MIN_SPACED_T = 1e-3  # log_snr_schedule's t_min: below it a schedule is one step
 class SamplingOptions:
     """How to sample; every value is checked here, once, with a DrumdiffError naming it.
 
-    sampler: a name in `drumdiff.sampling.SAMPLERS`; schedule: a name in `SCHEDULES`; steps: network
-    evaluations per clip (vary runs `round(steps * strength)`); guidance: classifier-free guidance scale (1 =
+    sampler: a name in `drumdiff.sampling.SAMPLERS`; schedule: a name in `SCHEDULES`; steps: sampler steps per
+    clip (vary runs `round(steps * strength)`; `vary` and `inpaint` called without options use
+    DEFAULT_EDIT_STEPS); guidance: classifier-free guidance scale (1 =
     plain conditional; None: DEFAULT_GUIDANCE for a request with a class, 1 without one); guidance_interval:
     (low, high], the diffusion times t at which guidance is applied (elsewhere the plain conditional
     prediction, one network evaluation instead of two); batch_size: clips per network batch (results do not
@@ -252,7 +254,7 @@ class DrumPipeline:
         """
         if not 0 < strength <= 1:
             raise DrumdiffError(f"strength must be in (0, 1], got {strength}")
-        options = SamplingOptions.of(options, **sampling)
+        options = SamplingOptions.of(options or SamplingOptions(steps=DEFAULT_EDIT_STEPS), **sampling)
         clip = self._check_audio(audio)
         return self._sample(
             n=n,
@@ -282,7 +284,7 @@ class DrumPipeline:
         At every step the kept region of x_t is replaced by the input noised to that step's t with the
         clip's own noise, so the new part grows out of the kept part.
         """
-        options = SamplingOptions.of(options, **sampling)
+        options = SamplingOptions.of(options or SamplingOptions(steps=DEFAULT_EDIT_STEPS), **sampling)
         clip = self._check_audio(audio)
         mask = self._keep_mask(keep)
         return self._sample(

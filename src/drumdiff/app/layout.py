@@ -17,6 +17,7 @@ from drumdiff.kits.formats import MAX_NAME, MAX_ROUND_ROBINS
 from drumdiff.kits.make import DEFAULT_LOUDNESS_LUFS, LOUDNESS_RANGE
 from drumdiff.kits.pads import DEFAULT_PADS, SHORT_NAMES
 from drumdiff.pipeline import (
+    DEFAULT_EDIT_STEPS,
     DEFAULT_GUIDANCE,
     DEFAULT_INTERPOLATE_STEPS,
     DEFAULT_KEEP_MS,
@@ -265,7 +266,7 @@ def vary_tab(studio: Studio) -> Tab:
             label="strength (0.1 stays close, 1.0 ignores the sound)",
             elem_id="vary-strength",
         )
-        ctl = controls(studio, prefix="vary", steps=DEFAULT_STEPS, n=4)
+        ctl = controls(studio, prefix="vary", steps=DEFAULT_EDIT_STEPS, n=4)
         button = gr.Button("Vary", variant="primary", elem_id="vary-button")
         grid = results_grid("vary")
     return Tab(tab, button, ctl, grid, [source], {"strength": strength})
@@ -300,7 +301,7 @@ def inpaint_tab(studio: Studio) -> Tab:
             label="keep the first ... ms",
             elem_id="inpaint-keep",
         )
-        ctl = controls(studio, prefix="inpaint", steps=DEFAULT_STEPS, n=4)
+        ctl = controls(studio, prefix="inpaint", steps=DEFAULT_EDIT_STEPS, n=4)
         button = gr.Button("Inpaint", variant="primary", elem_id="inpaint-button")
         grid = results_grid("inpaint")
     return Tab(tab, button, ctl, grid, [source], {"keep_ms": keep_ms})
@@ -379,7 +380,7 @@ def kit_tab(studio: Studio) -> KitTab:
                 elem_id="kit-loudness",
             )  # fmt: skip
             name = gr.Textbox("drumdiff kit", label="kit name", max_length=MAX_NAME, elem_id="kit-name")
-        ctl = controls(studio, prefix="kit", steps=DEFAULT_STEPS, n=None, classed=False)
+        ctl = controls(studio, prefix="kit", steps=DEFAULT_EDIT_STEPS, n=None, classed=False)
         button = gr.Button("Make kit", variant="primary", elem_id="kit-button")
         # the progress bar is drawn over this line while sampling
         status = gr.Markdown("No kit yet.", min_height=64, container=True, padding=True, elem_id="kit-status")

@@ -22,7 +22,7 @@ from drumdiff.commands.session import (
     PLOT_CLIPS,
     Session,
 )
-from drumdiff.config import DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_INTERVAL, DEFAULT_STEPS
+from drumdiff.config import DEFAULT_EDIT_STEPS, DEFAULT_GUIDANCE, DEFAULT_GUIDANCE_INTERVAL, DEFAULT_STEPS
 
 SAMPLER_NAMES = ("ddim", "dpmpp-2m", "ddpm")  # kept in step with drumdiff.sampling.SAMPLERS (tested);
 # listed here so that `--help` does not import torch
@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="how far to move away from the input, in (0, 1]; 1.0 ignores it (default 0.5)",
     )
     _add_class_flag(vary)
-    add_sampling_flags(vary, default_steps=DEFAULT_STEPS, default_n=1)
+    add_sampling_flags(vary, default_steps=DEFAULT_EDIT_STEPS, default_n=1)
     vary.set_defaults(func=run_vary)
 
     inter = subparsers.add_parser(
@@ -96,7 +96,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="milliseconds kept from the start, at least one sample (default 40)",
     )
     _add_class_flag(inpaint)
-    add_sampling_flags(inpaint, default_steps=DEFAULT_STEPS, default_n=1)
+    add_sampling_flags(inpaint, default_steps=DEFAULT_EDIT_STEPS, default_n=1)
     inpaint.set_defaults(func=run_inpaint)
 
     models = subparsers.add_parser(

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from drumdiff.commands.generate import add_originality_flags, add_sampling_flags
-from drumdiff.config import DEFAULT_STEPS
+from drumdiff.config import DEFAULT_EDIT_STEPS
 from drumdiff.kits.formats import FORMATS, MAX_ROUND_ROBINS, SAMPLES
 from drumdiff.kits.pads import DEFAULT_PADS, SHORT_NAMES
 
@@ -106,7 +106,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also write kit.png into the kit: a row per pad (note, name, class), the waveforms and "
         "spectrograms of its first takes (default off)",
     )
-    add_sampling_flags(kit, default_steps=DEFAULT_STEPS, default_n=1, clip_outputs=False)
+    add_sampling_flags(kit, default_steps=DEFAULT_EDIT_STEPS, default_n=1, clip_outputs=False)
     add_originality_flags(kit)
     kit.set_defaults(func=run_kit, class_name=None, sample_rate=None, format="wav24")  # what Session reads
 

@@ -50,7 +50,7 @@ from drumdiff.kits.formats import (
 from drumdiff.kits.pads import Pad, parse_pads
 from drumdiff.kits.picture import PICTURE, save_kit_png
 from drumdiff.kits.takes import PEAK_DBFS, fade_out, level, order_families, sample_takes
-from drumdiff.pipeline import DrumPipeline, SamplingOptions, load_model, vary_steps
+from drumdiff.pipeline import DEFAULT_EDIT_STEPS, DrumPipeline, SamplingOptions, load_model, vary_steps
 from drumdiff.postprocess import gate_tail
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ def generate_kit(
         vary_strength=vary_strength, loudness_lufs=loudness_lufs, fade_ms=fade_ms, overwrite=overwrite,
         plot=plot, gate=gate,
     )  # fmt: skip
-    options = options or SamplingOptions()
+    options = options or SamplingOptions(steps=DEFAULT_EDIT_STEPS)  # as `drumdiff kit`
     pipeline = model if isinstance(model, DrumPipeline) else load_model(model)
     originality = None
     if pipeline.path is not None or index is not None:
