@@ -367,8 +367,9 @@ def resolve_model(name_or_path: str | os.PathLike | None) -> Path:
         shipped = [e for e in _model_files(SHIPPED_DIR, "shipped") if e.problem is None]
         if not shipped:
             raise DrumdiffError(
-                "this drumdiff has no shipped model yet: pass --model PATH to a .safetensors file "
-                "(train one with `drumdiff train` + `drumdiff export`, or convert one with `drumdiff convert`)"
+                f"no shipped model in {SHIPPED_DIR} (this installation lacks drumdiff's weights/drums.safetensors: "
+                "reinstall drumdiff), or pass --model PATH to a .safetensors file (train one with `drumdiff "
+                "train` + `drumdiff export`, or convert one with `drumdiff convert`)"
             )
         return shipped[0].path
     if not str(name_or_path).strip():
