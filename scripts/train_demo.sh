@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The training demo: make a folder of synthetic drums, prepare it, train a tiny class-conditional model for 1,500
-# steps on the CPU (about 3 minutes on 2 cores), export it, then generate kicks, snares and hi-hats with
-# spectrogram pictures. Everything lands under demo/train/train/. The sounds are rough (a 0.16M-parameter model trained
-# for minutes): it shows the whole workflow, not the quality of a trained model.
+# The training demo: make a folder of synthetic drums, prepare it, train a tiny class-conditional model for
+# 1,500 steps on the CPU (about 3 minutes on 2 cores), export it, then generate kicks, snares and hi-hats with
+# spectrogram pictures. Everything lands under demo/train/. The sounds are rough (a 0.16M-parameter model
+# trained for minutes): it shows the whole workflow, not the quality of a trained model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
