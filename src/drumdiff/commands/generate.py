@@ -137,6 +137,17 @@ def add_originality_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_gate_flag(parser: argparse.ArgumentParser) -> None:
+    """--gate/--no-gate: the tail gate of drumdiff.postprocess on what a command writes (generate, kit, ...)."""
+    parser.add_argument(
+        "--gate",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="fade each clip out where its decay meets the noise floor (drumdiff.postprocess; can shorten "
+        "a sound that rings to the end; default off: the raw model output)",
+    )
+
+
 def add_sampling_flags(
     parser: argparse.ArgumentParser, *, default_steps: int, default_n: int | None, clip_outputs: bool = True
 ) -> None:
@@ -210,13 +221,7 @@ def add_sampling_flags(
         help="CPU threads for torch, at most the CPU count (default: torch's choice)",
     )
     if clip_outputs:
-        parser.add_argument(
-            "--gate",
-            action=argparse.BooleanOptionalAction,
-            default=False,
-            help="fade each clip out where its decay meets the noise floor (drumdiff.postprocess; can shorten "
-            "a sound that rings to the end; default off: the raw model output)",
-        )
+        add_gate_flag(parser)
         parser.add_argument(
             "--plot",
             action=argparse.BooleanOptionalAction,

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from drumdiff.commands.generate import add_originality_flags, add_sampling_flags
+from drumdiff.commands.generate import add_gate_flag, add_originality_flags, add_sampling_flags
 from drumdiff.config import DEFAULT_EDIT_STEPS
 from drumdiff.kits.formats import FORMATS, MAX_ROUND_ROBINS, SAMPLES
 from drumdiff.kits.pads import DEFAULT_PADS, SHORT_NAMES
@@ -80,13 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=VARY_STRENGTH,
         help=f"how far round robins move from take 1, in (0, 1] (default {VARY_STRENGTH:g})",
     )
-    kit.add_argument(
-        "--gate",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="fade every take out where its decay meets the noise floor (drumdiff.postprocess; can shorten a "
-        "sound that rings to the end; default off)",
-    )
+    add_gate_flag(kit)
     kit.add_argument(
         "--fade-ms",
         type=float,
