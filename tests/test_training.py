@@ -472,6 +472,47 @@ def test_loss_recipes_weight_shift_and_crop() -> None:
         batch_loss(net, batch, num_classes=2, loss_weight="snr")
 
 
+def test_quiet_weights_follow_the_clean_envelope() -> None:
+    """Weight 1 at the clip's loudest, (peak/envelope)^2 below it, capped; silence gets the cap, not inf."""
+    from drumdiff.diffusion import QUIET_BLOCK, quiet_weights
+
+    length = 16 * QUIET_BLOCK
+    audio = torch.zeros(2, 2, length)
+    audio[0, 0, :QUIET_BLOCK] = 0.8  # a burst, then a -20 dB stretch (one channel is enough), then silence
+    audio[0, 1, 5 * QUIET_BLOCK : 8 * QUIET_BLOCK] = -0.08
+    weight = quiet_weights(audio, 1000.0)
+    assert weight.shape == (2, 1, length)
+    per_block = weight[0, 0, ::QUIET_BLOCK]
+    assert torch.equal(per_block[:3], torch.ones(3))  # the burst and its reach of 2 blocks
+    assert torch.allclose(per_block[6], torch.tensor(100.0))  # 20 dB under the peak: (0.8 / 0.08)^2
+    assert torch.equal(per_block[11:], torch.full((5,), 1000.0))  # digital silence: the cap
+    assert torch.equal(weight[1], torch.ones(1, length))  # an all-zero clip: no emphasis, no NaN
+    assert torch.allclose(quiet_weights(audio, 10.0)[0, 0, ::QUIET_BLOCK][6], torch.tensor(10.0))
+    assert torch.equal(quiet_weights(audio * 0.1, 1000.0), weight)  # relative to the clip's own peak
+
+
+def test_quiet_weight_scales_the_error_of_quiet_samples() -> None:
+    """batch_loss with --quiet-weight is the v-MSE weighted per sample, normalised to mean 1 over the batch."""
+    from drumdiff.diffusion import quiet_weights, v_loss
+    from drumdiff.nn.unet1d import UNet1d
+    from drumdiff.training.step import batch_loss
+    from tests.helpers import tiny_config
+
+    torch.manual_seed(0)
+    net = UNet1d(tiny_config(num_classes=2)).eval()
+    g = torch.Generator().manual_seed(1)
+    audio = torch.randn(2, 2, 4096, generator=g) * torch.linspace(1, 0, 4096) ** 4  # decaying one-shots
+    noise = torch.randn(2, 2, 4096, generator=g)
+    t = torch.tensor([0.2, 0.6])
+    batch = (audio, torch.tensor([0, 1]), noise, t, torch.tensor([False, False]))
+    with torch.no_grad():
+        weight = quiet_weights(audio, 100.0)
+        expected = v_loss(net, audio, noise, t, class_id=torch.tensor([0, 1]), weight=weight / weight.mean())
+        quiet = batch_loss(net, batch, num_classes=2, quiet_weight=100.0)
+        plain = batch_loss(net, batch, num_classes=2)
+    assert torch.allclose(quiet, expected.mean()) and not torch.allclose(quiet, plain)
+
+
 def test_recipe_flags_train_and_are_checked(
     tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -485,16 +526,21 @@ def test_recipe_flags_train_and_are_checked(
         "1024",
         "--crop-steps",
         "1",
+        "--quiet-weight",
+        "100",
     ]
     assert _train(data2, run, *recipe, steps=2) == 0
     saved = _ckpt(run)["train_config"]
     assert saved["loss_weight"] == "min-snr" and saved["crop_length"] == 1024 and saved["log_snr_shift"] == -1
+    assert saved["quiet_weight"] == 100
     assert _train(data2, tmp_path / "bad1", "--crop-length", "1000", "--crop-steps", "1") == 2
     assert "multiple of the layout's downsampling" in _error(capsys)
     assert _train(data2, tmp_path / "bad2", "--crop-length", "1024") == 2
     assert "--crop-length and --crop-steps go together" in _error(capsys)
     assert _train(data2, tmp_path / "bad3", "--lr", "nan") == 2
     assert "--lr must be a positive number" in _error(capsys)
+    assert _train(data2, tmp_path / "bad4", "--quiet-weight", "0.5") == 2
+    assert "--quiet-weight must be a number of at least 1" in _error(capsys)
     assert not (tmp_path / "bad3").exists()  # refused before the run folder is made
 
 

@@ -18,6 +18,8 @@ from torch import Tensor, nn
 # A denoiser maps (x_t [B, C, T], t [B]) to x0_hat [B, C, T]; samplers only ever see this.
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 
+QUIET_BLOCK, QUIET_REACH = 512, 2  # quiet_weights' envelope: max |x| per 512 samples, +-2 blocks
+
 
 def alpha_sigma(t: Tensor) -> tuple[Tensor, Tensor]:
     """Signal and noise scales at time t (any shape)."""
@@ -74,12 +76,42 @@ def v_loss(
     t: Tensor,
     *,
     class_id: Tensor | None = None,
+    weight: Tensor | None = None,
 ) -> Tensor:
-    """Per-example mean squared error of the v-prediction, shape [B]."""
+    """Per-example mean squared error of the v-prediction, shape [B]; `weight` ([B, 1, T] or [B, C, T])
+    weights each sample's squared error (see `quiet_weights`)."""
     x_t = add_noise(x0, noise, t)  # (B, C, T)
     v_hat = net(x_t, t, class_id=class_id)
     target = v_target(x0, noise, t)
-    return (v_hat.float() - target.float()).pow(2).flatten(1).mean(1)
+    error = (v_hat.float() - target.float()).pow(2)
+    if weight is not None:
+        error = error * weight
+    return error.flatten(1).mean(1)
+
+
+def quiet_weights(
+    x0: Tensor, max_weight: float, *, block: int = QUIET_BLOCK, reach: int = QUIET_REACH
+) -> Tensor:
+    """Per-sample loss weights [B, 1, T] that grow where the clean clip `x0` [B, C, T] is quiet.
+
+    The weight is (peak / envelope)^2 clamped to [1, max_weight]: 1 where the clip is as loud as its peak,
+    `max_weight` at and below 10 log10(max_weight) dB under it. The envelope is the largest |x0| over both
+    channels within `reach` blocks of `block` samples either side, so a weight never rises right before an
+    onset or inside a decay's quiet zero crossings. Plain MSE on the waveform counts an error of 0.01 under
+    the attack (masked) the same as in the silent tail (audible hiss); this makes the tail cost up to
+    `max_weight` times more, which is how the error of a perceptual noise-weighting filter is shaped in
+    speech coding (Atal & Schroeder 1979, "Predictive coding of speech signals and subjective error
+    criteria"), here over time instead of frequency.
+    """
+    batch, length = x0.shape[0], x0.shape[-1]
+    blocks = -(-length // block)
+    mag = torch.nn.functional.pad(x0.abs().amax(dim=1), (0, blocks * block - length))  # (B, blocks*block)
+    env = mag.reshape(batch, 1, blocks, block).amax(dim=-1)  # (B, 1, blocks)
+    env = torch.nn.functional.max_pool1d(env, 2 * reach + 1, stride=1, padding=reach)
+    peak = env.amax(dim=-1, keepdim=True)
+    ratio = (peak / env.clamp_min(1e-12)).square().clamp(1.0, max_weight)
+    ratio = torch.where(peak > 0, ratio, torch.ones_like(ratio))  # an all-zero clip: no emphasis
+    return ratio.repeat_interleave(block, dim=-1)[..., :length]
 
 
 def make_denoiser(

@@ -53,6 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="shift of log(alpha/sigma) of the training noise levels; negative trains at more noise (default 0)",
     )
     p.add_argument(
+        "--quiet-weight",
+        type=float,
+        help="weight of the error where the clean clip is quiet (up to 10 log10(W) dB under its peak), "
+        "against hiss in the tails; 1: plain MSE (default 1)",
+    )
+    p.add_argument(
         "--crop-length",
         type=int,
         help="train the first --crop-steps steps on the first N samples of each clip (the attack; default 0: off)",
@@ -134,6 +140,7 @@ OVERRIDE_FLAGS = (
     "loss_weight",
     "min_snr_gamma",
     "log_snr_shift",
+    "quiet_weight",
     "crop_length",
     "crop_steps",
     "seed",

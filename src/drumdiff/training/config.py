@@ -49,6 +49,7 @@ class TrainConfig:
     loss_weight: str = "v"  # "v": plain v-MSE (the original's); "min-snr": Min-SNR-gamma (Hang et al. 2023)
     min_snr_gamma: float = 5.0
     log_snr_shift: float = 0.0  # added to log(alpha/sigma) of each drawn t; < 0 trains at more noise
+    quiet_weight: float = 1.0  # weight of the error where the clean clip is quiet (its tail); 1: plain MSE
     crop_length: int = 0  # samples of each clip (from its start) trained on during the first crop_steps
     crop_steps: int = 0
     seed: int = 0
@@ -97,6 +98,10 @@ class TrainConfig:
             raise DrumdiffError(f"--min-snr-gamma must be a positive number, got {self.min_snr_gamma}")
         if not math.isfinite(self.log_snr_shift):
             raise DrumdiffError(f"--log-snr-shift must be a finite number, got {self.log_snr_shift}")
+        if not (math.isfinite(self.quiet_weight) and self.quiet_weight >= 1):
+            raise DrumdiffError(
+                f"--quiet-weight must be a number of at least 1 (1: off), got {self.quiet_weight}"
+            )
         if not 0 <= self.seed <= SEED_MAX:
             raise DrumdiffError(f"--seed must be a whole number from 0 to {SEED_MAX}, got {self.seed}")
         if self.checkpoint_every < 0:

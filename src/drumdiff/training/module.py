@@ -156,6 +156,7 @@ class DiffusionTrainer(pl.LightningModule):
                 loss_weight=cfg.loss_weight,
                 min_snr_gamma=cfg.min_snr_gamma,
                 log_snr_shift=cfg.log_snr_shift,
+                quiet_weight=cfg.quiet_weight,
             )
         )
         finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss.detach())), all=True)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from drumdiff.diffusion import alpha_sigma, log_snr, t_from_log_snr, v_loss
+from drumdiff.diffusion import alpha_sigma, log_snr, quiet_weights, t_from_log_snr, v_loss
 from drumdiff.files import stable_seed
 from drumdiff.training.config import VAL_SEED, VAL_T, TrainConfig
 
@@ -68,6 +68,7 @@ def batch_loss(
     loss_weight: str = "v",
     min_snr_gamma: float = 5.0,
     log_snr_shift: float = 0.0,
+    quiet_weight: float = 1.0,
 ) -> Tensor:
     """Mean (weighted) v-loss of a training batch (audio, class, noise, t, drop) from `TrainItems`.
 
@@ -76,6 +77,9 @@ def batch_loss(
     of Hoogeboom et al. 2023, "simple diffusion"). `loss_weight="min-snr"` weights each example's v-MSE by
     min(SNR, gamma) / (SNR + 1) = min(alpha^2, gamma sigma^2), SNR = alpha^2 / sigma^2 (Min-SNR-gamma,
     Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy", for v-prediction).
+    `quiet_weight` > 1 weights, within each clip, the squared error of samples where the clean clip is
+    quiet, up to that factor (`drumdiff.diffusion.quiet_weights`): the tails of one-shots, where leftover
+    noise is heard as hiss (normalised to mean 1 over the batch).
     """
     audio, class_index, noise, t, drop = batch  # (B, C, T), (B,), (B, C, T), (B,), (B,)
     class_id = None
@@ -83,7 +87,11 @@ def batch_loss(
         class_id = torch.where(drop, torch.full_like(class_index, num_classes), class_index)
     if log_snr_shift:
         t = t_from_log_snr(log_snr(t.double()) + log_snr_shift).to(t.dtype)
-    loss = v_loss(net, audio, noise, t, class_id=class_id)  # (B,)
+    weight = None
+    if quiet_weight != 1.0:  # mean 1 over the batch: the loss keeps the scale gradient clipping is set for
+        weight = quiet_weights(audio, quiet_weight)
+        weight = weight / weight.mean()
+    loss = v_loss(net, audio, noise, t, class_id=class_id, weight=weight)  # (B,)
     if loss_weight == "min-snr":
         alpha, sigma = alpha_sigma(t.float())
         loss = loss * torch.minimum(alpha.pow(2), min_snr_gamma * sigma.pow(2))
