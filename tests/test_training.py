@@ -327,8 +327,8 @@ def test_repeated_nan_loss_stops(
 
     real = step.v_loss
 
-    def poisoned(net, x0, noise, t, *, class_id=None):
-        loss = real(net, x0, noise, t, class_id=class_id)
+    def poisoned(net, x0, noise, t, *, class_id=None, weight=None):
+        loss = real(net, x0, noise, t, class_id=class_id, weight=weight)
         return loss * math.nan if net.training else loss
 
     monkeypatch.setattr(step, "v_loss", poisoned)
