@@ -109,8 +109,8 @@ def quiet_weights(
     env = mag.reshape(batch, 1, blocks, block).amax(dim=-1)  # (B, 1, blocks)
     env = torch.nn.functional.max_pool1d(env, 2 * reach + 1, stride=1, padding=reach)
     peak = env.amax(dim=-1, keepdim=True)
+    # An all-zero clip has ratio 0 everywhere, which the clamp makes 1: no emphasis.
     ratio = (peak / env.clamp_min(1e-12)).square().clamp(1.0, max_weight)
-    ratio = torch.where(peak > 0, ratio, torch.ones_like(ratio))  # an all-zero clip: no emphasis
     return ratio.repeat_interleave(block, dim=-1)[..., :length]
 
 
