@@ -23,7 +23,7 @@ import torch
 
 from drumdiff import audio as audio_io
 from drumdiff.data.manifest import load_manifest
-from drumdiff.diffusion import alpha_sigma
+from drumdiff.diffusion import alpha_sigma, make_denoiser
 from drumdiff.pipeline import load_model
 
 TIMES = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
@@ -63,8 +63,8 @@ def denoise_check(model_path: str, data: Path, *, split: str = "val", clips: int
         a, s = alpha.view(-1, 1, 1), sigma.view(-1, 1, 1)
         noise = torch.randn(audio.shape, generator=generator)
         x_t = a * audio + s * noise
-        v = pipeline.net(x_t, tt, class_id=class_id)
-        error = (a * x_t - s * v - audio).pow(2).mean(dim=1)  # (N, T)
+        x0 = make_denoiser(pipeline.net, class_id=class_id, sigma_data=pipeline.config.sigma_data)(x_t, tt)
+        error = (x0 - audio).pow(2).mean(dim=1)  # (N, T)
         error = error.reshape(len(items), SEGMENTS, -1).mean(dim=-1)  # (N, 16)
         rows.append(
             {

@@ -23,12 +23,14 @@ def tiny_config(*, num_classes: int = 0, length: int = TEST_LENGTH) -> ModelConf
     return load_preset("tiny").replace(length=length, num_classes=num_classes)
 
 
-def tiny_model_file(path: Path, *, num_classes: int = 0, seed: int = 0, class_names=None) -> Path:
-    """A random-weight tiny model saved as a drumdiff model file."""
+def tiny_model_file(
+    path: Path, *, num_classes: int = 0, seed: int = 0, class_names=None, **config_changes
+) -> Path:
+    """A random-weight tiny model saved as a drumdiff model file (`config_changes`: other ModelConfig fields)."""
     from drumdiff.nn.unet1d import UNet1d
 
     torch.manual_seed(seed)
-    config = tiny_config(num_classes=num_classes)
+    config = tiny_config(num_classes=num_classes).replace(**config_changes)
     net = UNet1d(config)
     with torch.no_grad():  # zero-initialised layers (class embedding, output) would hide bugs
         for param in net.parameters():

@@ -155,6 +155,17 @@ def test_conditional_model_classes_and_guidance(tmp_path) -> None:
             SamplingOptions(guidance_interval=bad)
 
 
+def test_a_sigma_data_model_file_samples_in_its_units(tmp_path) -> None:
+    """sigma_data and output_skip travel in the file, and the pipeline samples with them."""
+    scaled = load_model(tiny_model_file(tmp_path / "d.safetensors", sigma_data=0.1, output_skip=False))
+    assert scaled.config.sigma_data == 0.1 and scaled.config.output_skip is False
+    plain = load_model(tiny_model_file(tmp_path / "p.safetensors", output_skip=False))  # the same weights
+    assert plain.config.sigma_data == 1.0
+    ours, theirs = scaled.generate(seed=0, steps=6), plain.generate(seed=0, steps=6)
+    assert torch.isfinite(ours).all() and not torch.allclose(ours, theirs, atol=1e-3)
+    assert torch.equal(ours, scaled.generate(seed=0, steps=6))
+
+
 def test_model_file_round_trip_and_errors(tmp_path) -> None:
     path = tiny_model_file(tmp_path / "a.safetensors")
     meta = read_metadata(path)

@@ -107,6 +107,43 @@ def test_diffusion_identities() -> None:
     assert torch.allclose(t_from_log_snr(lam), t, atol=1e-6)
 
 
+def test_sigma_data_units_round_trip_and_keep_the_network_at_unit_scale() -> None:
+    """A sigma_data model sees and predicts unit-variance signals for data of that RMS, at every noise level."""
+    from drumdiff.diffusion import net_input, v_error_gain
+
+    gen = torch.Generator().manual_seed(4)
+    x0 = 0.1 * torch.randn(5, 2, 4096, generator=gen)  # data of RMS 0.1, like the corpus
+    noise = torch.randn(5, 2, 4096, generator=gen)
+    t = torch.tensor([0.0, 0.02, 0.5, 0.9, 1.0])
+    x_t = add_noise(x0, noise, t)
+    v = v_target(x0, noise, t, sigma_data=0.1)
+    assert torch.allclose(x0_from_v(x_t, v, t, sigma_data=0.1), x0, atol=1e-6)
+    for name, signal in (("input", net_input(x_t, t, sigma_data=0.1)), ("v", v)):
+        rms = signal.pow(2).mean(dim=(1, 2)).sqrt()
+        assert torch.allclose(rms, torch.ones(5), atol=0.03), (name, rms)
+    assert net_input(x_t, t).equal(x_t)  # sigma_data 1: the plain v-parameterisation, untouched
+    # The plain parameterisation's input at t = 0 and its v at t = 1 are the data: 20 dB under unit scale.
+    assert float(x_t[0].std()) < 0.11 and float(v_target(x0, noise, torch.ones(5))[4].std()) < 0.11
+    # An error e in a sigma_data model's v is the error gain * e in the plain v implied by its x0 estimate.
+    x0, x_t, v, t_inner = x0[1:4].double(), x_t[1:4].double(), v[1:4].double(), t[1:4].double()
+    error = 0.01 * torch.randn(x_t.shape, generator=gen, dtype=torch.float64)
+    moved = x0_from_v(x_t, v + error, t_inner, sigma_data=0.1) - x0
+    _, sigma = alpha_sigma(t_inner)
+    implied_plain_v_error = -moved / sigma.view(-1, 1, 1)
+    gain = v_error_gain(t_inner, 0.1).view(-1, 1, 1)
+    assert torch.allclose(implied_plain_v_error, gain * error, atol=1e-6)
+    assert torch.equal(v_error_gain(t_inner, 1.0), torch.ones(3))
+
+
+def test_sigma_data_one_is_the_plain_parameterisation_bit_for_bit() -> None:
+    gen = torch.Generator().manual_seed(6)
+    x_t, v = torch.randn(3, 2, 64, generator=gen), torch.randn(3, 2, 64, generator=gen)
+    t = torch.tensor([0.1, 0.5, 0.9])
+    alpha, sigma = (s.view(-1, 1, 1) for s in alpha_sigma(t))
+    assert torch.equal(x0_from_v(x_t, v, t, sigma_data=1.0), alpha * x_t - sigma * v)
+    assert torch.equal(v_target(x_t, v, t, sigma_data=1.0), alpha * v - sigma * x_t)
+
+
 def test_ddim_inversion_reconstructs_on_the_analytic_model() -> None:
     x0 = torch.randn(2, 16, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * SCALES
     down = log_snr_schedule(400, t_max=1.0, t_min=1e-3)
@@ -154,3 +191,20 @@ def test_guidance_runs_two_evaluations_only_inside_its_interval() -> None:
     assert torch.allclose(inside, expected_inside)
     expected_plain = make_denoiser(lambda x, t, class_id: torch.ones_like(x))(x, torch.tensor(0.995))
     assert torch.allclose(plain, expected_plain) and low.shape == x.shape
+
+
+def test_denoiser_feeds_a_sigma_data_model_its_units() -> None:
+    """make_denoiser(sigma_data=d) gives the network y_t = c_in x_t and reads its v in units of d."""
+    from drumdiff.diffusion import make_denoiser, net_input
+
+    seen = []
+
+    def net(x, t, class_id=None):
+        seen.append(x)
+        return torch.zeros_like(x)
+
+    x, t = torch.randn(2, 2, 8, generator=torch.Generator().manual_seed(2)), torch.tensor(0.7)
+    x0 = make_denoiser(net, sigma_data=0.1)(x, t)
+    assert torch.allclose(seen[0], net_input(x, t.expand(2), sigma_data=0.1))
+    assert not torch.allclose(seen[0], x)
+    assert torch.allclose(x0, x0_from_v(x, torch.zeros_like(x), t.expand(2), sigma_data=0.1))

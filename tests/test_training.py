@@ -298,6 +298,31 @@ def test_init_from_unconditional_on_classes(
         assert torch.equal(state["model"][key], value), key  # lr 0: still the file's weights
 
 
+def test_a_sigma_data_preset_trains_and_a_plain_file_warm_starts_it(
+    tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A preset file may set sigma_data and output_skip; --init-from a plain model says it is a warm start."""
+    from drumdiff.config import load_preset
+    from drumdiff.modelfile import save_model_file
+    from drumdiff.nn.unet1d import UNet1d
+
+    plain = load_preset("tiny").replace(length=LENGTH, num_classes=2)
+    path = tmp_path / "plain.safetensors"
+    source = UNet1d(plain).state_dict()
+    save_model_file(path, state_dict=source, config=plain, class_names=["a", "b"])
+    fields = {k: v for k, v in load_preset("tiny").to_dict().items() if k not in ("length", "num_classes")}
+    preset = tmp_path / "units.json"
+    preset.write_text(json.dumps({**fields, "sigma_data": 0.1, "output_skip": False}))
+    run = tmp_path / "run"
+    assert _train(data2, run, "--preset", str(preset), "--init-from", str(path), "--max-steps", "2") == 0
+    err = capsys.readouterr().err
+    assert "sigma_data 1.0 -> 0.1, output_skip True -> False" in err and "warm start" in err
+    state = _ckpt(run)
+    assert state["model_config"]["sigma_data"] == 0.1 and state["model_config"]["output_skip"] is False
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert not torch.equal(state["model"]["levels.0.downsample.weight"], source["levels.0.downsample.weight"])
+
+
 def test_disk_full_during_checkpoint(
     tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -327,8 +352,8 @@ def test_repeated_nan_loss_stops(
 
     real = step.v_loss
 
-    def poisoned(net, x0, noise, t, *, class_id=None, weight=None):
-        loss = real(net, x0, noise, t, class_id=class_id, weight=weight)
+    def poisoned(net, x0, noise, t, **options):
+        loss = real(net, x0, noise, t, **options)
         return loss * math.nan if net.training else loss
 
     monkeypatch.setattr(step, "v_loss", poisoned)
@@ -511,6 +536,50 @@ def test_quiet_weight_scales_the_error_of_quiet_samples() -> None:
         quiet = batch_loss(net, batch, num_classes=2, quiet_weight=100.0)
         plain = batch_loss(net, batch, num_classes=2)
     assert torch.allclose(quiet, expected.mean()) and not torch.allclose(quiet, plain)
+
+
+def test_validation_loss_is_the_plain_v_error_whatever_the_models_units() -> None:
+    """A sigma_data model's validation loss is the error of its x0 estimate / sigma: comparable across units."""
+    from drumdiff.diffusion import add_noise, alpha_sigma, make_denoiser
+    from drumdiff.files import stable_seed
+    from drumdiff.nn.unet1d import UNet1d
+    from drumdiff.training.config import VAL_SEED, VAL_T
+    from drumdiff.training.step import batch_loss, validation_loss
+    from tests.helpers import tiny_config
+
+    torch.manual_seed(0)
+    net = UNet1d(tiny_config(num_classes=2).replace(sigma_data=0.1, output_skip=False)).eval()
+    with torch.no_grad():
+        for param in net.parameters():  # the zero-initialised class embedding would hide the classes
+            param.add_(0.02 * torch.randn_like(param))
+    g = torch.Generator().manual_seed(1)
+    clips = [(0.1 * torch.randn(2, 4096, generator=g), k % 2) for k in range(3)]
+    loss = validation_loss(
+        net, clips, items=3, batch_size=2, conditional=True, device=torch.device("cpu"), sigma_data=0.1
+    )
+    expected = []
+    with torch.no_grad():
+        for i, (audio, k) in enumerate(clips):
+            noise = torch.randn(
+                audio.shape, generator=torch.Generator().manual_seed(stable_seed("val", VAL_SEED, i))
+            )
+            for t_value in VAL_T:
+                t = torch.tensor([t_value])
+                x_t = add_noise(audio[None], noise[None], t)
+                x0 = make_denoiser(net, class_id=torch.tensor([k]), sigma_data=0.1)(x_t, t)
+                expected.append(float((x0 - audio).pow(2).mean()) / float(alpha_sigma(t)[1]) ** 2)
+        assert loss == pytest.approx(sum(expected) / len(expected), rel=1e-4)
+        # Training is on the model's own v: another unit than the validation's, the same minimiser.
+        batch = (
+            torch.stack([c[0] for c in clips]),
+            torch.tensor([0, 1, 0]),
+            torch.randn(3, 2, 4096, generator=g),
+            torch.tensor([0.1, 0.5, 0.9]),
+            torch.tensor([False, False, False]),
+        )
+        assert batch_loss(net, batch, num_classes=2, sigma_data=0.1) != pytest.approx(
+            float(batch_loss(net, batch, num_classes=2)), rel=1e-3
+        )
 
 
 def test_recipe_flags_train_and_are_checked(

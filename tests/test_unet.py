@@ -195,3 +195,25 @@ def test_gradient_checkpointing_gives_equal_gradients() -> None:
     assert torch.allclose(out_plain, out_ckpt)
     for name, grad in plain.items():
         torch.testing.assert_close(ckpt[name], grad, msg=name)
+
+
+def test_without_the_output_skip_the_input_is_not_added_to_the_output() -> None:
+    """output_skip False drops exactly level 0's skip: the same weights give the plain output minus x."""
+    config = load_preset("tiny").replace(num_classes=2, length=4096)
+    torch.manual_seed(0)
+    plain = UNet1d(config).eval()
+    no_skip = UNet1d(config.replace(output_skip=False)).eval()
+    no_skip.load_state_dict(plain.state_dict())
+    x, t, c = torch.randn(2, config.audio_channels, config.length), torch.rand(2), torch.tensor([0, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(no_skip(x, t, class_id=c), plain(x, t, class_id=c) - x)
+    no_skip.train()
+    no_skip.grad_checkpointing = True  # the missing skip also goes through checkpointed levels
+    no_skip(x, t, class_id=c).square().mean().backward()
+    assert all(p.grad is not None for p in no_skip.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("value", [0.0, -0.1, float("nan"), float("inf")])
+def test_sigma_data_must_be_a_positive_number(value: float) -> None:
+    with pytest.raises(ValueError, match="sigma_data"):
+        ModelConfig(sigma_data=value)

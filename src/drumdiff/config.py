@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -43,6 +44,11 @@ class ModelConfig:
     sample_rate: int = 44100
     length: int = 32768
     num_classes: int = 0  # 0: unconditional; else class ids 0..num_classes-1, and id num_classes is "null"
+    # The data's scale the network works in (`drumdiff.diffusion`; 1: the original's plain v-prediction).
+    sigma_data: float = 1.0
+    # Level 0's skip adds the network's input to its output (the original's); False: the output is only
+    # the modulated last convolution, so a silent stretch needs no exact cancellation of the input noise.
+    output_skip: bool = True
 
     def __post_init__(self) -> None:
         levels = len(self.channels)
@@ -57,6 +63,8 @@ class ModelConfig:
             )
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
+        if not (math.isfinite(self.sigma_data) and self.sigma_data > 0):
+            raise ValueError(f"sigma_data must be a positive number, got {self.sigma_data}")
 
     @property
     def downsampling(self) -> int:

@@ -5,6 +5,13 @@ Conventions (shared with the original tiny-audio-diffusion):
     alpha = cos(pi t / 2), sigma = sin(pi t / 2), log-SNR lambda = log(alpha / sigma);
     x_t = alpha x0 + sigma eps;  v = alpha eps - sigma x0;  x0_hat = alpha x_t - sigma v_hat.
 Training and every sampler use these functions.
+
+A model with `ModelConfig.sigma_data` d != 1 predicts the v of its clip in units of d, y = x0 / d, at the
+same noise level (the same information: y_t = c_in x_t with alpha' / sigma' = d alpha / sigma), and sees
+y_t. This is the preconditioning of Karras et al. 2022 ("Elucidating the design space of diffusion-based
+generative models") with their sigma_data = d: the network's error reaches x0 times d sigma' instead of
+sigma, so a model of quiet data (drums: RMS about 0.1) no longer needs 0.1% precision at high noise to
+keep a tail silent. d = 1 is the plain v-parameterisation above, computed exactly as before.
 """
 
 from __future__ import annotations
@@ -25,6 +32,18 @@ def alpha_sigma(t: Tensor) -> tuple[Tensor, Tensor]:
     """Signal and noise scales at time t (any shape)."""
     angle = t * (math.pi / 2)
     return torch.cos(angle), torch.sin(angle)
+
+
+def scaled_alpha_sigma(t: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Tensor | None]:
+    """alpha', sigma' of the clip in units of `sigma_data` at t's noise level, and c_in (y_t = c_in x_t).
+
+    c_in is None for sigma_data 1 (alpha' = alpha, sigma' = sigma, y_t = x_t). Finite at t = 0 and t = 1.
+    """
+    alpha, sigma = alpha_sigma(t)
+    if sigma_data == 1.0:
+        return alpha, sigma, None
+    c_in = torch.rsqrt(sigma.square() + (sigma_data * alpha).square())
+    return sigma_data * alpha * c_in, sigma * c_in, c_in
 
 
 def log_snr(t: Tensor) -> Tensor:
@@ -51,16 +70,34 @@ def add_noise(x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
     return alpha * x0 + sigma * noise
 
 
-def v_target(x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-    """v = alpha eps - sigma x0."""
-    alpha, sigma = alpha_sigma(_expand(t, x0))
-    return alpha * noise - sigma * x0
+def v_target(x0: Tensor, noise: Tensor, t: Tensor, *, sigma_data: float = 1.0) -> Tensor:
+    """v = alpha eps - sigma x0 (in units of `sigma_data`: alpha' eps - sigma' x0 / sigma_data)."""
+    alpha, sigma, _ = scaled_alpha_sigma(_expand(t, x0), sigma_data)
+    return alpha * noise - sigma * (x0 / sigma_data if sigma_data != 1.0 else x0)
 
 
-def x0_from_v(x_t: Tensor, v: Tensor, t: Tensor) -> Tensor:
-    """x0_hat = alpha x_t - sigma v_hat."""
-    alpha, sigma = alpha_sigma(_expand(t, x_t))
-    return alpha * x_t - sigma * v
+def net_input(x_t: Tensor, t: Tensor, *, sigma_data: float = 1.0) -> Tensor:
+    """What the network sees of x_t: x_t itself, or y_t = c_in x_t for sigma_data != 1."""
+    _, _, c_in = scaled_alpha_sigma(_expand(t, x_t), sigma_data)
+    return x_t if c_in is None else c_in * x_t
+
+
+def x0_from_v(x_t: Tensor, v: Tensor, t: Tensor, *, sigma_data: float = 1.0) -> Tensor:
+    """x0_hat = alpha x_t - sigma v_hat (for sigma_data != 1: sigma_data (alpha' y_t - sigma' v_hat))."""
+    alpha, sigma, c_in = scaled_alpha_sigma(_expand(t, x_t), sigma_data)
+    if c_in is None:
+        return alpha * x_t - sigma * v
+    return sigma_data * (alpha * c_in * x_t - sigma * v)
+
+
+def v_error_gain(t: Tensor, sigma_data: float) -> Tensor:
+    """How an error in a sigma_data model's v reaches the plain v implied by its x0 estimate: sigma_data c_in.
+
+    The plain v error is the x0 error / sigma; multiply a squared v error by this squared to compare models
+    of different sigma_data on one scale (1 for sigma_data 1).
+    """
+    _, _, c_in = scaled_alpha_sigma(t, sigma_data)
+    return torch.ones_like(t) if c_in is None else sigma_data * c_in
 
 
 def eps_from_x0(x_t: Tensor, x0: Tensor, t: Tensor) -> Tensor:
@@ -77,12 +114,14 @@ def v_loss(
     *,
     class_id: Tensor | None = None,
     weight: Tensor | None = None,
+    sigma_data: float = 1.0,
 ) -> Tensor:
     """Per-example mean squared error of the v-prediction, shape [B]; `weight` ([B, 1, T] or [B, C, T])
-    weights each sample's squared error (see `quiet_weights`)."""
+    weights each sample's squared error (see `quiet_weights`); `sigma_data` is the model's
+    (`ModelConfig.sigma_data`, the module docstring)."""
     x_t = add_noise(x0, noise, t)  # (B, C, T)
-    v_hat = net(x_t, t, class_id=class_id)
-    target = v_target(x0, noise, t)
+    v_hat = net(net_input(x_t, t, sigma_data=sigma_data), t, class_id=class_id)
+    target = v_target(x0, noise, t, sigma_data=sigma_data)
     error = (v_hat.float() - target.float()).pow(2)
     if weight is not None:
         error = error * weight
@@ -121,8 +160,11 @@ def make_denoiser(
     guidance: float = 1.0,
     null_class: int | None = None,
     interval: tuple[float, float] = (0.0, 1.0),
+    sigma_data: float = 1.0,
 ) -> Denoiser:
     """Wrap a v-predicting network as x0_hat = D(x_t, t), with classifier-free guidance.
+
+    `sigma_data` is the model's (`ModelConfig.sigma_data`): the units of its input and of its v.
 
     guidance 1.0 is the plain conditional model; > 1 pushes away from the unconditional (null-class)
     prediction, v = v_null + g (v_class - v_null), at the times low < t <= high of `interval` (elsewhere the
@@ -135,15 +177,16 @@ def make_denoiser(
 
     def denoise(x_t: Tensor, t: Tensor) -> Tensor:
         t_batch = t.expand(x_t.shape[0]) if t.dim() == 0 else t
+        seen = net_input(x_t, t_batch, sigma_data=sigma_data)
         if not use_guidance or not low < float(t_batch[0]) <= high:  # a sampler's batch shares one t
-            v = net(x_t, t_batch, class_id=class_id)
+            v = net(seen, t_batch, class_id=class_id)
         else:
             null = torch.full_like(class_id, null_class)
             v_both = net(
-                torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]), class_id=torch.cat([class_id, null])
+                torch.cat([seen, seen]), torch.cat([t_batch, t_batch]), class_id=torch.cat([class_id, null])
             )
             v_class, v_null = v_both.chunk(2)
             v = v_null + guidance * (v_class - v_null)
-        return x0_from_v(x_t, v.to(x_t.dtype), t_batch)
+        return x0_from_v(x_t, v.to(x_t.dtype), t_batch, sigma_data=sigma_data)
 
     return denoise

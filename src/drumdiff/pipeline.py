@@ -403,7 +403,7 @@ class DrumPipeline:
         guidance = self.guidance_for(class_name, options)
         class_id = self._class_id(class_name)
         if class_id is None:
-            return make_denoiser(self.net)
+            return make_denoiser(self.net, sigma_data=self.config.sigma_data)
         ids = torch.full((batch,), class_id, dtype=torch.long, device=self.device)
         return make_denoiser(
             self.net,
@@ -411,6 +411,7 @@ class DrumPipeline:
             guidance=guidance,
             null_class=self.config.num_classes,
             interval=options.guidance_interval,
+            sigma_data=self.config.sigma_data,
         )
 
     def resolve_class(self, class_name: str | None) -> str | None:

@@ -21,7 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="folder for checkpoints, previews, logs, config.json (required)",
     )
-    p.add_argument("--preset", help="model layout: seed, small (default), lean, tiny, or a .json file")
+    p.add_argument(
+        "--preset", help="model layout: seed, small (default), small-edm, lean, tiny, or a .json file"
+    )
     p.add_argument("--max-steps", type=int, help="optimizer steps to train in total (default 20000)")
     p.add_argument("--batch-size", type=int, help="clips per device per micro-batch (default 8)")
     p.add_argument("--accumulate", type=int, help="micro-batches per optimizer step (default 1)")

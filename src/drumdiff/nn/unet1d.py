@@ -14,7 +14,8 @@ Architecture (the original tiny-audio-diffusion network, audio-diffusion-pytorch
         x = skip + scale(features) * x     (a per-channel scale: the original's "SkipModulate")
 
 Level 0 takes the audio channels in and gives them back, so its last upsample conv is the output layer and
-the whole network computes v = x_t + scale_0(t) * f(x_t, t). Blocks live in `drumdiff.nn.layers`; the
+the whole network computes v = x_t + scale_0(t) * f(x_t, t); with `ModelConfig.output_skip` False (not the
+original's), level 0 has no skip and v = scale_0(t) * f(x_t, t). Blocks live in `drumdiff.nn.layers`; the
 name mapping from the original's weights is `drumdiff.convert.map_original_unet_state_dict`.
 """
 
@@ -89,13 +90,15 @@ class UNet1d(nn.Module):
             h = block(h, silu_features, lean)
         return h
 
-    def _up(self, level: Level, h: Tensor, skip: Tensor, silu_features: Tensor) -> Tensor:
-        """A level's way up: its blocks, upsample, then skip + scale * h. -> (B, C_in, T) like skip."""
+    def _up(self, level: Level, h: Tensor, skip: Tensor | None, silu_features: Tensor) -> Tensor:
+        """A level's way up: its blocks, upsample, then skip + scale * h (no skip: scale * h). -> (B, C_in, T)."""
         lean = self._checkpointing_now
         for block in level.up:
             h = block(h, silu_features, lean)
         h = level.upsample(h)  # (B, C_in, T_i * f_i)
         scale = level.skip_scale(silu_features)[:, :, None]  # (B, C_in, 1)
+        if skip is None:
+            return scale * h
         return torch.addcmul(skip, scale, h)
 
     def _run(self, half: Callable[..., Tensor], *args: Any) -> Tensor:
@@ -133,9 +136,9 @@ class UNet1d(nn.Module):
         silu_features = F.silu(features)  # every modulation, and every skip scale, starts with SiLU
 
         h = to_channels_last(x)  # (B, C, T)
-        skips = []
+        skips: list[Tensor | None] = []
         for level in self.levels:
-            skips.append(h)
+            skips.append(h if skips or config.output_skip else None)  # level 0's skip is the output skip
             h = self._run(self._down, level, h, silu_features)  # (B, C_i, T_i)
         for level in reversed(self.levels):
             h = self._run(self._up, level, h, skips.pop(), silu_features)  # (B, C_in, T_i * f_i)

@@ -157,6 +157,7 @@ class DiffusionTrainer(pl.LightningModule):
                 min_snr_gamma=cfg.min_snr_gamma,
                 log_snr_shift=cfg.log_snr_shift,
                 quiet_weight=cfg.quiet_weight,
+                sigma_data=self.model_config.sigma_data,
             )
         )
         finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss.detach())), all=True)
@@ -244,6 +245,7 @@ class DiffusionTrainer(pl.LightningModule):
             batch_size=self.cfg.batch_size,
             conditional=self.model_config.conditional,
             device=self.device,
+            sigma_data=self.model_config.sigma_data,
         )
 
     def validate_now(self) -> None:

@@ -379,6 +379,16 @@ def _init_weights(
     )
     state = {k: v for k, v in source.items() if k in target and k not in fresh}
     net.load_state_dict(state, strict=False)
+    units = [
+        f"{name} {getattr(loaded.config, name)} -> {getattr(model_config, name)}"
+        for name in ("sigma_data", "output_skip")
+        if getattr(loaded.config, name) != getattr(model_config, name)
+    ]
+    if units:
+        log(
+            f"--init-from {model_path}: the run's parameterisation differs ({', '.join(units)}); the weights "
+            "start as a different function, a warm start and not a continuation"
+        )
     if fresh and model_config.conditional:
         log(
             f"--init-from {model_path}: the model has no matching class embedding; "
