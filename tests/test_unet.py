@@ -213,7 +213,14 @@ def test_without_the_output_skip_the_input_is_not_added_to_the_output() -> None:
     assert all(p.grad is not None for p in no_skip.parameters() if p.requires_grad)
 
 
-@pytest.mark.parametrize("value", [0.0, -0.1, float("nan"), float("inf")])
-def test_sigma_data_must_be_a_positive_number(value: float) -> None:
+@pytest.mark.parametrize("value", [0.0, -0.1, float("nan"), float("inf"), "0.1", True])
+def test_sigma_data_must_be_a_positive_number(value: object) -> None:
     with pytest.raises(ValueError, match="sigma_data"):
         ModelConfig(sigma_data=value)
+
+
+def test_output_skip_must_be_a_boolean(tmp_path) -> None:
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps({"output_skip": "false"}))  # a string would be truthy
+    with pytest.raises(ValueError, match=r"p\.json: output_skip must be true or false, got 'false'"):
+        load_preset(str(preset))

@@ -63,8 +63,11 @@ class ModelConfig:
             )
         if self.num_classes < 0:
             raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
-        if not (math.isfinite(self.sigma_data) and self.sigma_data > 0):
-            raise ValueError(f"sigma_data must be a positive number, got {self.sigma_data}")
+        number = isinstance(self.sigma_data, (int, float)) and not isinstance(self.sigma_data, bool)
+        if not (number and math.isfinite(self.sigma_data) and self.sigma_data > 0):
+            raise ValueError(f"sigma_data must be a positive number, got {self.sigma_data!r}")
+        if not isinstance(self.output_skip, bool):
+            raise ValueError(f"output_skip must be true or false, got {self.output_skip!r}")
 
     @property
     def downsampling(self) -> int:
@@ -114,4 +117,7 @@ def load_preset(name_or_path: str) -> ModelConfig:
         text = resource.read_text()
     data = json.loads(text)
     data.pop("description", None)
-    return ModelConfig.from_dict(data)
+    try:
+        return ModelConfig.from_dict(data)
+    except ValueError as error:
+        raise ValueError(f"preset {name_or_path}: {error}") from error
