@@ -73,7 +73,7 @@ def add_noise(x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
 def v_target(x0: Tensor, noise: Tensor, t: Tensor, *, sigma_data: float = 1.0) -> Tensor:
     """v = alpha eps - sigma x0 (in units of `sigma_data`: alpha' eps - sigma' x0 / sigma_data)."""
     alpha, sigma, _ = scaled_alpha_sigma(_expand(t, x0), sigma_data)
-    return alpha * noise - sigma * (x0 / sigma_data if sigma_data != 1.0 else x0)
+    return alpha * noise - sigma * (x0 / sigma_data)  # / 1.0 is exact: the plain v, bit for bit
 
 
 def net_input(x_t: Tensor, t: Tensor, *, sigma_data: float = 1.0) -> Tensor:
