@@ -224,3 +224,51 @@ def test_output_skip_must_be_a_boolean(tmp_path) -> None:
     preset.write_text(json.dumps({"output_skip": "false"}))  # a string would be truthy
     with pytest.raises(ValueError, match=r"p\.json: output_skip must be true or false, got 'false'"):
         load_preset(str(preset))
+
+
+def test_clip_positions_start_at_zero_weights_and_then_tell_tail_from_attack() -> None:
+    """Position projections start at zero (a warm start from a model without them begins as that model);
+    once trained, what they add depends on where in the clip a frame is."""
+    config = load_preset("tiny").replace(num_classes=2, length=4096, output_skip=False)
+    torch.manual_seed(0)
+    plain = UNet1d(config).eval()
+    placed = UNet1d(config.replace(position_features=6)).eval()
+    missing, unexpected = placed.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(".position." in key for key in missing)
+    x, t, c = torch.randn(2, config.audio_channels, config.length), torch.rand(2), torch.tensor([0, 2])
+    with torch.no_grad():
+        torch.testing.assert_close(placed(x, t, class_id=c), plain(x, t, class_id=c))
+        for level in placed.levels:
+            level.position.weight.normal_(0, 0.3)
+        added = placed(x, t, class_id=c) - plain(x, t, class_id=c)
+    head, tail = added[..., :1024].square().mean(), added[..., -1024:].square().mean()
+    assert head > 1e-6 and tail > 1e-6 and not torch.isclose(head, tail, rtol=0.05)
+    placed.train()
+    placed.grad_checkpointing = True
+    placed(x, t, class_id=c).square().mean().backward()
+    assert all(level.position.weight.grad.abs().sum() > 0 for level in placed.levels)
+
+
+def test_clip_position_features_count_from_the_clip_start() -> None:
+    """Frame centres in units of the clip length, whatever the input's length: a crop of the attack sees
+    the attack's positions, and the slowest cosine falls steadily from the first frame to the last."""
+    from drumdiff.nn.layers import clip_position_features
+
+    cpu = torch.device("cpu")
+    full = clip_position_features(64, 4, 256, 8, device=cpu, dtype=torch.float64)
+    crop = clip_position_features(16, 4, 256, 8, device=cpu, dtype=torch.float64)
+    assert full.shape == (1, 8, 64) and crop.shape == (1, 8, 16)
+    torch.testing.assert_close(crop, full[..., :16])
+    centres = (torch.arange(64, dtype=torch.float64) + 0.5) * 4 / 256
+    close = {"atol": 1e-5, "rtol": 0}  # computed in float32
+    torch.testing.assert_close(full[0, 4], torch.cos(torch.pi * centres), **close)  # the slowest cosine
+    torch.testing.assert_close(full[0, 3], torch.sin(8 * torch.pi * centres), **close)  # the fastest sine
+    assert (full[0, 4].diff() < 0).all()
+
+
+@pytest.mark.parametrize("value", [-2, 3, 1.5, True, "16"])
+def test_position_features_must_be_an_even_whole_number(value: object) -> None:
+    with pytest.raises(
+        ValueError, match=f"position_features must be an even whole number >= 0, got {value!r}"
+    ):
+        ModelConfig(position_features=value)

@@ -49,6 +49,10 @@ class ModelConfig:
     # Level 0's skip adds the network's input to its output (the original's); False: the output is only
     # the modulated last convolution, so a silent stretch needs no exact cancellation of the input noise.
     output_skip: bool = True
+    # Sinusoids of each sample's position in the clip (from its start), this many, added at every level
+    # (0: none, the original's translation-equivariant network, which cannot tell a tail from an attack
+    # in pure noise). Even: a sine and a cosine per frequency.
+    position_features: int = 0
 
     def __post_init__(self) -> None:
         levels = len(self.channels)
@@ -68,6 +72,9 @@ class ModelConfig:
             raise ValueError(f"sigma_data must be a positive number, got {self.sigma_data!r}")
         if not isinstance(self.output_skip, bool):
             raise ValueError(f"output_skip must be true or false, got {self.output_skip!r}")
+        count = self.position_features
+        if not (isinstance(count, int) and not isinstance(count, bool) and count >= 0 and count % 2 == 0):
+            raise ValueError(f"position_features must be an even whole number >= 0, got {count!r}")
 
     @property
     def downsampling(self) -> int:

@@ -98,6 +98,21 @@ class TimeEmbedding(nn.Module):
         return h
 
 
+def clip_position_features(
+    frames: int, hop: int, clip_length: int, count: int, *, device: torch.device, dtype: torch.dtype
+) -> Tensor:
+    """Where each of `frames` frames of `hop` samples sits in a clip: (1, count, frames) sines and cosines.
+
+    Positions are counted from the clip's start in units of `clip_length` (the frame's centre). Frequency k
+    makes 2**k half periods over the clip: the slowest cosine falls steadily from attack to tail, the fastest
+    resolves clip_length / 2**(count / 2 - 1) samples.
+    """
+    centres = (torch.arange(frames, device=device, dtype=torch.float32) + 0.5) * (hop / clip_length)  # (T,)
+    frequencies = math.pi * 2.0 ** torch.arange(count // 2, device=device, dtype=torch.float32)  # (count/2,)
+    angles = frequencies[:, None] * centres[None]  # (count/2, T)
+    return torch.cat([angles.sin(), angles.cos()])[None].to(dtype)  # (1, count, T)
+
+
 class ResnetBlock(nn.Module):
     """x + conv(SiLU(GN(conv(SiLU(GN(x)))))), kernel 3, same channels in and out."""
 

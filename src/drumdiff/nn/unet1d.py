@@ -15,7 +15,9 @@ Architecture (the original tiny-audio-diffusion network, audio-diffusion-pytorch
 
 Level 0 takes the audio channels in and gives them back, so its last upsample conv is the output layer and
 the whole network computes v = x_t + scale_0(t) * f(x_t, t); with `ModelConfig.output_skip` False (not the
-original's), level 0 has no skip and v = scale_0(t) * f(x_t, t). Blocks live in `drumdiff.nn.layers`; the
+original's), level 0 has no skip and v = scale_0(t) * f(x_t, t). With `ModelConfig.position_features`
+(not the original's), every level adds a projection of sinusoids of each frame's position in the clip to
+its downsample's output, so the network knows where in the clip it is even from pure noise. Blocks live in `drumdiff.nn.layers`; the
 name mapping from the original's weights is `drumdiff.convert.map_original_unet_state_dict`.
 """
 
@@ -30,7 +32,14 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from drumdiff.config import ModelConfig
-from drumdiff.nn.layers import Conv1d, TimeEmbedding, UNetBlock, Upsample, to_channels_last
+from drumdiff.nn.layers import (
+    Conv1d,
+    TimeEmbedding,
+    UNetBlock,
+    Upsample,
+    clip_position_features,
+    to_channels_last,
+)
 
 
 class Level(nn.Module):
@@ -55,6 +64,13 @@ class Level(nn.Module):
             )
 
         self.downsample = Conv1d(in_channels, channels, factor, stride=factor)
+        # The clip position's sinusoids, projected and added after the downsample; zeros at the start, so a
+        # model warm-started from one without positions begins as that model.
+        self.position: Conv1d | None = None
+        if config.position_features:
+            self.position = Conv1d(config.position_features, channels, 1)
+            nn.init.zeros_(self.position.weight)
+            nn.init.zeros_(self.position.bias)
         self.down = blocks()
         self.up = blocks()
         self.upsample = Upsample(channels, in_channels, factor=factor)
@@ -82,10 +98,19 @@ class UNet1d(nn.Module):
         """Checkpointing is on and a backward will follow (also true inside a checkpoint's recomputation)."""
         return self.grad_checkpointing and torch.is_grad_enabled()
 
-    def _down(self, level: Level, h: Tensor, silu_features: Tensor) -> Tensor:
-        """A level's way down: downsample, then its blocks. (B, C_in, T) -> (B, C_i, T / f_i)."""
+    def _down(self, level: Level, h: Tensor, silu_features: Tensor, hop: int) -> Tensor:
+        """A level's way down: downsample (+ position), then its blocks. (B, C_in, T) -> (B, C_i, T / f_i).
+
+        `hop`: samples of the clip per frame of this level's output.
+        """
         lean = self._checkpointing_now
         h = level.downsample(h)
+        if level.position is not None:
+            config = self.config
+            positions = clip_position_features(
+                h.shape[2], hop, config.length, config.position_features, device=h.device, dtype=h.dtype
+            )
+            h = h + level.position(positions)  # (B, C_i, T_i) + (1, C_i, T_i)
         for block in level.down:
             h = block(h, silu_features, lean)
         return h
@@ -137,9 +162,11 @@ class UNet1d(nn.Module):
 
         h = to_channels_last(x)  # (B, C, T)
         skips: list[Tensor | None] = []
-        for level in self.levels:
+        hop = 1
+        for level, factor in zip(self.levels, config.factors, strict=True):
             skips.append(h if skips or config.output_skip else None)  # level 0's skip is the output skip
-            h = self._run(self._down, level, h, silu_features)  # (B, C_i, T_i)
+            hop *= factor
+            h = self._run(self._down, level, h, silu_features, hop)  # (B, C_i, T_i)
         for level in reversed(self.levels):
             h = self._run(self._up, level, h, skips.pop(), silu_features)  # (B, C_in, T_i * f_i)
         return h.contiguous()  # (B, C, T) in the usual layout

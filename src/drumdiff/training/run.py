@@ -357,14 +357,15 @@ def _init_weights(
 
     source = loaded.net.state_dict()
     target = net.state_dict()
-    # Names that exist only because of class conditioning (or change shape with it) may start fresh.
-    plain_layout = UNet1d(model_config.replace(num_classes=0)).state_dict()
-    class_keys = {k for k in target if k not in plain_layout or plain_layout[k].shape != target[k].shape}
-    class_keys |= {k for k in source if k not in plain_layout}
+    # Names that exist only because of class conditioning (or change shape with it) may start fresh, and so
+    # may the position projections (zeros at the start, so they add nothing until trained).
+    plain_layout = UNet1d(model_config.replace(num_classes=0, position_features=0)).state_dict()
+    optional = {k for k in target if k not in plain_layout or plain_layout[k].shape != target[k].shape}
+    optional |= {k for k in source if k not in plain_layout}
     mismatched = sorted(
         k
         for k in set(source) | set(target)
-        if k not in class_keys and (k not in source or k not in target or source[k].shape != target[k].shape)
+        if k not in optional and (k not in source or k not in target or source[k].shape != target[k].shape)
     )
     if mismatched:
         shown = ", ".join(mismatched[:8]) + (
@@ -375,8 +376,10 @@ def _init_weights(
             f"(mismatching weights: {shown}); pick the matching --preset"
         )
     fresh = sorted(
-        k for k in class_keys if k not in source or k not in target or source[k].shape != target[k].shape
+        k for k in optional if k not in source or k not in target or source[k].shape != target[k].shape
     )
+    fresh_positions = [k for k in fresh if ".position." in k]
+    fresh = [k for k in fresh if ".position." not in k]
     state = {k: v for k, v in source.items() if k in target and k not in fresh}
     net.load_state_dict(state, strict=False)
     units = [
@@ -384,6 +387,12 @@ def _init_weights(
         for name in ("sigma_data", "output_skip")
         if getattr(loaded.config, name) != getattr(model_config, name)
     ]
+    if fresh_positions and model_config.position_features:
+        log(f"--init-from {model_path}: the clip-position projections start fresh (at zero)")
+    elif fresh_positions:
+        log(
+            f"--init-from {model_path}: training without clip positions; the file's position projections are dropped"
+        )
     if units:
         log(
             f"--init-from {model_path}: the run's parameterisation differs ({', '.join(units)}); the weights "
