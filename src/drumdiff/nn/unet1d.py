@@ -17,8 +17,9 @@ Level 0 takes the audio channels in and gives them back, so its last upsample co
 the whole network computes v = x_t + scale_0(t) * f(x_t, t); with `ModelConfig.output_skip` False (not the
 original's), level 0 has no skip and v = scale_0(t) * f(x_t, t). With `ModelConfig.position_features`
 (not the original's), every level adds a projection of sinusoids of each frame's position in the clip to
-its downsample's output, so the network knows where in the clip it is even from pure noise. Blocks live in `drumdiff.nn.layers`; the
-name mapping from the original's weights is `drumdiff.convert.map_original_unet_state_dict`.
+its downsample's output, so the network knows where in the clip it is even from pure noise. Blocks live in
+`drumdiff.nn.layers`; the name mapping from the original's weights is
+`drumdiff.convert.map_original_unet_state_dict`.
 """
 
 from __future__ import annotations
