@@ -226,6 +226,39 @@ def test_output_skip_must_be_a_boolean(tmp_path) -> None:
         load_preset(str(preset))
 
 
+def test_a_preset_takes_its_base_fields_and_replaces_its_own(tmp_path) -> None:
+    assert load_preset("small-edm") == load_preset("small").replace(sigma_data=0.1, output_skip=False)
+    assert load_preset("small-edm-pos") == load_preset("small-edm").replace(position_features=16)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "wide.json").write_text(json.dumps({"base": "tiny", "modulation_features": 64}))
+    # A file's base path is relative to the file, not to the working directory.
+    (tmp_path / "mine" / "wider.json").write_text(json.dumps({"base": "wide.json", "resnet_groups": 2}))
+    wider = load_preset(str(tmp_path / "mine" / "wider.json"))
+    assert wider == load_preset("tiny").replace(modulation_features=64, resnet_groups=2)
+
+
+def test_a_bad_preset_base_is_named(tmp_path) -> None:
+    loop = tmp_path / "a.json"
+    loop.write_text(json.dumps({"base": str(tmp_path / "b.json")}))
+    (tmp_path / "b.json").write_text(json.dumps({"base": str(loop)}))
+    with pytest.raises(
+        ValueError, match=r"b\.json: its bases form a loop: .*a\.json -> .*b\.json -> .*a\.json"
+    ):
+        load_preset(str(loop))
+    missing = tmp_path / "m.json"
+    missing.write_text(json.dumps({"base": "no-such-preset"}))
+    with pytest.raises(ValueError, match="unknown preset 'no-such-preset'"):
+        load_preset(str(missing))
+    typed = tmp_path / "t.json"
+    typed.write_text(json.dumps({"base": 3}))
+    with pytest.raises(ValueError, match=r"t\.json: base must be a preset name or a \.json path, got 3"):
+        load_preset(str(typed))
+    broken = tmp_path / "x.json"
+    broken.write_text("{")
+    with pytest.raises(ValueError, match=r"x\.json: not valid JSON"):
+        load_preset(str(broken))
+
+
 def test_clip_positions_start_at_zero_weights_and_then_tell_tail_from_attack() -> None:
     """Position projections start at zero (a warm start from a model without them begins as that model);
     once trained, what they add depends on where in the clip a frame is."""

@@ -111,9 +111,24 @@ def preset_names() -> list[str]:
 
 
 def load_preset(name_or_path: str) -> ModelConfig:
-    """A shipped preset by name (`seed`, `small`, `tiny`) or a JSON file of ModelConfig fields."""
+    """A shipped preset by name (`preset_names()`) or a JSON file of ModelConfig fields.
+
+    A preset may name another as its `"base"` (a shipped preset's name, or a `.json` path, relative to the file
+    that names it): it takes the base's fields and replaces those it sets itself. A `"description"` is for
+    people and is not read.
+    """
+    fields = _preset_fields(name_or_path, chain=(name_or_path,))
+    try:
+        return ModelConfig.from_dict(fields)
+    except ValueError as error:
+        raise ValueError(f"preset {name_or_path}: {error}") from error
+
+
+def _preset_fields(name_or_path: str, *, chain: tuple[str, ...]) -> dict[str, Any]:
+    """The ModelConfig fields of one preset, its base's first; `chain` is the presets read so far."""
     path = Path(name_or_path)
-    if path.suffix == ".json" and path.is_file():
+    is_file = path.suffix == ".json" and path.is_file()
+    if is_file:
         text = path.read_text()
     else:
         resource = resources.files("drumdiff") / "presets" / f"{name_or_path}.json"
@@ -122,9 +137,20 @@ def load_preset(name_or_path: str) -> ModelConfig:
                 f"unknown preset {name_or_path!r}; choose one of {', '.join(preset_names())} or a .json file"
             )
         text = resource.read_text()
-    data = json.loads(text)
-    data.pop("description", None)
     try:
-        return ModelConfig.from_dict(data)
-    except ValueError as error:
-        raise ValueError(f"preset {name_or_path}: {error}") from error
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"preset {name_or_path}: not valid JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"preset {name_or_path}: expected a JSON object of model config fields")
+    data.pop("description", None)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise ValueError(f"preset {name_or_path}: base must be a preset name or a .json path, got {base!r}")
+    if is_file and base.endswith(".json") and not Path(base).is_absolute():
+        base = str(path.parent / base)  # a file's base path is relative to the file
+    if base in chain:
+        raise ValueError(f"preset {name_or_path}: its bases form a loop: {' -> '.join((*chain, base))}")
+    return {**_preset_fields(base, chain=(*chain, base)), **data}
