@@ -389,6 +389,46 @@ def test_stream_sampler_splits_one_global_order() -> None:
         assert sorted(i for batch in one for i, p in batch if p // 10 == epoch) == list(range(10))
 
 
+def test_class_balance_draws_classes_evenly_and_keeps_one_order() -> None:
+    """--class-balance 1: a rare class is drawn as often as a common one; ranks and resume keep one order."""
+    from drumdiff.cli import build_parser
+    from drumdiff.errors import DrumdiffError
+    from drumdiff.training.config import TrainConfig
+    from drumdiff.training.stream import StreamBatchSampler
+
+    labels = [0] * 10 + [1] * 90  # 10% of class 0
+
+    def share(balance: float) -> float:
+        sampler = StreamBatchSampler(100, batch_size=100, seed=2, labels=labels, class_balance=balance)
+        it = iter(sampler)
+        drawn = [labels[i] for _ in range(20) for i, _ in next(it)]
+        return drawn.count(0) / len(drawn)
+
+    assert share(0.0) == 0.1  # off: every clip once an epoch
+    assert abs(share(1.0) - 0.5) < 0.03  # 2000 draws: the binomial's sd is 0.011
+    assert 0.2 < share(0.5) < 0.3  # sqrt weights: 10/sqrt(10) : 90/sqrt(90) = 0.25
+
+    def take(sampler: StreamBatchSampler, n: int) -> list:
+        it = iter(sampler)
+        return [next(it) for _ in range(n)]
+
+    def balanced(batch_size: int, **kw) -> StreamBatchSampler:
+        return StreamBatchSampler(100, batch_size=batch_size, seed=5, labels=labels, class_balance=1, **kw)
+
+    one = take(balanced(8), 30)
+    r0, r1 = take(balanced(4, rank=0, world=2), 30), take(balanced(4, rank=1, world=2), 30)
+    assert [a + b for a, b in zip(r0, r1, strict=True)] == one
+    resumed = take(balanced(8, start_batch=20), 10)
+    assert resumed == one[20:]
+    with pytest.raises(ValueError, match="labels"):
+        StreamBatchSampler(100, batch_size=8, seed=5, class_balance=1)
+    for bad in (-0.5, 1.5, float("nan")):
+        with pytest.raises(DrumdiffError, match="--class-balance"):
+            TrainConfig(class_balance=bad).check()
+    args = build_parser().parse_args(["train", "data", "--run-dir", "run", "--class-balance", "0.5"])
+    assert args.class_balance == 0.5
+
+
 def test_augmentation_is_per_position_and_leaves_noise_alone() -> None:
     """--augment changes the clip deterministically per stream position; noise, t and dropout stay the same."""
     from drumdiff.data import Augment

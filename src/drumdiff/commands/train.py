@@ -44,6 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="random gain, polarity, stereo swap/width and onset shift per example (default off)",
     )
     p.add_argument(
+        "--class-balance",
+        type=float,
+        help="draw clips with weight (clips of their class)^-A: 0 each clip once an epoch (default), "
+        "1 every class equally often, 0.5 between",
+    )
+    p.add_argument(
         "--loss-weight",
         choices=("v", "min-snr"),
         help="weighting over noise levels: v (plain v-MSE, default) or min-snr (Min-SNR-gamma)",
@@ -139,6 +145,7 @@ OVERRIDE_FLAGS = (
     "grad_checkpointing",
     "lr",
     "augment",
+    "class_balance",
     "loss_weight",
     "min_snr_gamma",
     "log_snr_shift",

@@ -44,6 +44,7 @@ class TrainConfig:
     ema_power: float = 0.7
     cfg_dropout: float = 0.1  # probability of the null class, conditional models only
     augment: bool = False  # drumdiff.data.Augment's defaults: gain, polarity, stereo swap/width, onset shift
+    class_balance: float = 0.0  # clip weight (clips in its class)**-class_balance; 0: each once an epoch
     # The loss recipe (see drumdiff.training.step.batch_loss): weighting over noise levels, where training
     # noise levels sit, and a curriculum of short crops of the attack before full-length clips.
     loss_weight: str = "v"  # "v": plain v-MSE (the original's); "min-snr": Min-SNR-gamma (Hang et al. 2023)
@@ -101,6 +102,10 @@ class TrainConfig:
         if not (math.isfinite(self.quiet_weight) and self.quiet_weight >= 1):
             raise DrumdiffError(
                 f"--quiet-weight must be a number of at least 1 (1: off), got {self.quiet_weight}"
+            )
+        if not (math.isfinite(self.class_balance) and 0 <= self.class_balance <= 1):
+            raise DrumdiffError(
+                f"--class-balance must be a number from 0 (off) to 1 (classes equally often), got {self.class_balance}"
             )
         if not 0 <= self.seed <= SEED_MAX:
             raise DrumdiffError(f"--seed must be a whole number from 0 to {SEED_MAX}, got {self.seed}")

@@ -96,6 +96,8 @@ class DiffusionTrainer(pl.LightningModule):
             start_batch=self.step * cfg.accumulate,
             rank=rank,
             world=world,
+            labels=getattr(self.train_dataset, "labels", None),
+            class_balance=cfg.class_balance,
         )
         from drumdiff.data import Augment
 

@@ -8,7 +8,7 @@ pure function of the step (exact resume, and DDP ranks that see one global order
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,9 @@ class StreamBatchSampler:
     """Yields batches of (clip index, stream position) forever, starting at batch `start_batch`.
 
     Global batch b holds positions b*B*W .. (b+1)*B*W - 1 (B per rank, W ranks); rank r takes its slice.
-    The clip at position p is perm_e[p mod N] with e = p // N and perm_e seeded by (seed, e).
+    The clip at position p is order_e[p mod N] with e = p // N: a permutation seeded by (seed, e), or with
+    `labels` and `class_balance` > 0, N draws (with replacement, seeded the same way) where a clip of a class
+    with n clips has weight n**-class_balance (1: every class equally often; 0.5: the square-root middle).
     """
 
     def __init__(
@@ -37,22 +39,31 @@ class StreamBatchSampler:
         start_batch: int = 0,
         rank: int = 0,
         world: int = 1,
+        labels: Sequence[int] | None = None,
+        class_balance: float = 0.0,
     ) -> None:
         if num_items < 1:
             raise ValueError("StreamBatchSampler needs at least one item")
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.start_batch, self.rank, self.world = start_batch, rank, world
-        self._perms: dict[int, list[int]] = {}
+        self._weights = class_weights(labels, class_balance) if class_balance > 0 else None
+        if self._weights is not None and len(self._weights) != num_items:
+            raise ValueError(f"{len(self._weights)} labels for {num_items} items")
+        self._orders: dict[int, list[int]] = {}
 
     def index(self, position: int) -> int:
-        """The clip index at stream position `position` (the last three epochs' permutations are cached)."""
+        """The clip index at stream position `position` (the last three epochs' orders are cached)."""
         epoch, k = divmod(position, self.num_items)
-        if epoch not in self._perms:
-            if len(self._perms) > 2:
-                self._perms.pop(min(self._perms))
+        if epoch not in self._orders:
+            if len(self._orders) > 2:
+                self._orders.pop(min(self._orders))
             g = torch.Generator().manual_seed(stable_seed("order", self.seed, epoch))
-            self._perms[epoch] = torch.randperm(self.num_items, generator=g).tolist()
-        return self._perms[epoch][k]
+            if self._weights is None:
+                order = torch.randperm(self.num_items, generator=g)
+            else:
+                order = torch.multinomial(self._weights, self.num_items, replacement=True, generator=g)
+            self._orders[epoch] = order.tolist()
+        return self._orders[epoch][k]
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         batch = self.start_batch
@@ -60,6 +71,15 @@ class StreamBatchSampler:
             first = (batch * self.world + self.rank) * self.batch_size
             yield [(self.index(p), p) for p in range(first, first + self.batch_size)]
             batch += 1
+
+
+def class_weights(labels: Sequence[int] | None, class_balance: float) -> Tensor:
+    """Per-clip drawing weights n_c**-class_balance (n_c: clips of the clip's class), as float64."""
+    if labels is None:
+        raise ValueError("class balancing needs the clips' class labels")
+    labels_t = torch.as_tensor(list(labels), dtype=torch.long)
+    counts = torch.bincount(labels_t).to(torch.float64)
+    return counts[labels_t] ** -class_balance
 
 
 class TrainItems(Dataset):
