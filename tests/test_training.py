@@ -389,6 +389,28 @@ def test_stream_sampler_splits_one_global_order() -> None:
         assert sorted(i for batch in one for i, p in batch if p // 10 == epoch) == list(range(10))
 
 
+def test_learning_rate_warms_up_stays_flat_and_decays_to_zero() -> None:
+    """Warm-up-stable-decay: --decay-steps takes the lr linearly to 0 at --max-steps; bad values are refused."""
+    from drumdiff.errors import DrumdiffError
+    from drumdiff.training.config import TrainConfig
+
+    plain = TrainConfig(lr=1e-3, warmup_steps=10, max_steps=100)
+    assert plain.learning_rate(0) == pytest.approx(1e-4) and plain.learning_rate(9) == 1e-3
+    assert plain.learning_rate(99) == 1e-3  # no decay by default
+    wsd = TrainConfig(lr=1e-3, warmup_steps=10, max_steps=100, decay_steps=20)
+    assert wsd.learning_rate(79) == 1e-3 and wsd.learning_rate(80) == 1e-3
+    assert wsd.learning_rate(90) == pytest.approx(5e-4) and wsd.learning_rate(99) == pytest.approx(5e-5)
+    assert wsd.learning_rate(100) == 0.0 and wsd.learning_rate(150) == 0.0
+    lrs = [wsd.learning_rate(s) for s in range(80, 100)]
+    assert lrs == sorted(lrs, reverse=True)
+    assert TrainConfig(lr=1e-3, warmup_steps=10, max_steps=10, decay_steps=10).learning_rate(
+        0
+    ) == pytest.approx(1e-4)
+    for bad in (-1, 101):
+        with pytest.raises(DrumdiffError, match="--decay-steps"):
+            TrainConfig(max_steps=100, decay_steps=bad).check()
+
+
 def test_class_balance_draws_classes_evenly_and_keeps_one_order() -> None:
     """--class-balance 1: a rare class is drawn as often as a common one; ranks and resume keep one order."""
     from drumdiff.cli import build_parser
@@ -798,9 +820,11 @@ def test_resume_may_change_the_learning_rate_and_crops_and_keeps_the_rest(
     assert _train(data2, run, "--checkpoint-every", "1", steps=1) == 0
     capsys.readouterr()
     changes = ["--lr", "3e-4", "--seed", "9", "--crop-length", "1024", "--crop-steps", "3"]
+    changes += ["--decay-steps", "2", "--class-balance", "1"]
     assert _train(data2, run, "--resume", *changes, "--checkpoint-every", "1", steps=2) == 0
     err = capsys.readouterr().err
     assert "ignoring --seed" in err and "--lr" not in err.split("ignoring", 1)[1].splitlines()[0]
     saved = _ckpt(run)
     assert saved["step"] == 2 and saved["train_config"]["lr"] == 3e-4 and saved["train_config"]["seed"] == 0
     assert saved["train_config"]["crop_length"] == 1024 and saved["train_config"]["crop_steps"] == 3
+    assert saved["train_config"]["decay_steps"] == 2 and saved["train_config"]["class_balance"] == 1

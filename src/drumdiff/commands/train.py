@@ -38,6 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--lr", type=float, help="peak AdamW learning rate after warm-up (default 1e-4)")
     p.add_argument(
+        "--decay-steps",
+        type=int,
+        help="take the lr linearly down to 0 over the last N steps before --max-steps; with --resume and a "
+        "new --max-steps it finishes a copy of a run (default 0: no decay)",
+    )
+    p.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -144,6 +150,7 @@ OVERRIDE_FLAGS = (
     "precision",
     "grad_checkpointing",
     "lr",
+    "decay_steps",
     "augment",
     "class_balance",
     "loss_weight",

@@ -39,6 +39,7 @@ class TrainConfig:
     eps: float = 1e-6
     weight_decay: float = 1e-3
     warmup_steps: int = 200
+    decay_steps: int = 0  # the last decay_steps before max_steps take the lr linearly down to 0; 0: none
     grad_clip: float = 1.0
     ema_beta: float = 0.995
     ema_power: float = 0.7
@@ -78,6 +79,17 @@ class TrainConfig:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
         return cls(**values)
 
+    def learning_rate(self, step: int) -> float:
+        """The lr of optimizer step `step` (0-based): linear warm-up, flat, then the optional linear decay.
+
+        Warm-up-stable-decay: a run can go on at the flat rate and any copy of it can decay to finish
+        (Hägele et al. 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations").
+        """
+        factor = min(1.0, (step + 1) / max(1, self.warmup_steps))
+        if self.decay_steps:
+            factor = min(factor, (self.max_steps - step) / self.decay_steps)
+        return self.lr * max(0.0, factor)
+
     def check(self) -> None:
         """Refuse settings that no run can use, naming the flag, before any probing or training."""
         for name in ("max_steps", "batch_size", "accumulate", "devices", "num_nodes"):
@@ -102,6 +114,10 @@ class TrainConfig:
         if not (math.isfinite(self.quiet_weight) and self.quiet_weight >= 1):
             raise DrumdiffError(
                 f"--quiet-weight must be a number of at least 1 (1: off), got {self.quiet_weight}"
+            )
+        if not 0 <= self.decay_steps <= self.max_steps:
+            raise DrumdiffError(
+                f"--decay-steps must be from 0 (off) to --max-steps ({self.max_steps}), got {self.decay_steps}"
             )
         if not (math.isfinite(self.class_balance) and 0 <= self.class_balance <= 1):
             raise DrumdiffError(

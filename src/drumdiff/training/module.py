@@ -172,7 +172,7 @@ class DiffusionTrainer(pl.LightningModule):
         if self._micro % cfg.accumulate != 0:
             return
         if not self._window_bad:
-            lr = cfg.lr * min(1.0, (self.step + 1) / max(1, cfg.warmup_steps))
+            lr = cfg.learning_rate(self.step)
             decay = ema_beta(self.ema_updates, beta=cfg.ema_beta, power=cfg.ema_power)
             update = step.update(ema_decay=decay, lr=lr)
             self._window_bad = update is Update.NON_FINITE

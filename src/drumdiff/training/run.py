@@ -42,8 +42,10 @@ class TrainRequest:
 
 
 # Flags that may change on --resume without breaking the run (the rest come from the checkpoint). The data
-# order and all randomness stay exact; --lr sets the peak learning rate from the resumed step on, and
-# --crop-length/--crop-steps crop the steps before step --crop-steps (counted from the run's start).
+# order and all randomness stay exact; --lr sets the peak learning rate from the resumed step on,
+# --decay-steps (with --max-steps) ends a copy of a run with a decay, --class-balance draws the clips from the
+# resumed step on with the new weights, and --crop-length/--crop-steps crop the steps before step
+# --crop-steps (counted from the run's start).
 RESUMABLE_OVERRIDES = (
     "max_steps",
     "checkpoint_every",
@@ -51,6 +53,8 @@ RESUMABLE_OVERRIDES = (
     "logger",
     "num_workers",
     "lr",
+    "decay_steps",
+    "class_balance",
     "crop_length",
     "crop_steps",
 )
