@@ -386,6 +386,17 @@ def test_every_help_gives_its_defaults() -> None:
                 assert "default" in action.help or "required" in action.help, (verb, action.option_strings)
 
 
+def test_train_help_names_every_shipped_preset() -> None:
+    from drumdiff.cli import build_parser
+    from drumdiff.config import preset_names
+
+    subparsers = next(a for a in build_parser()._actions if a.dest == "command")
+    preset = next(a for a in subparsers.choices["train"]._actions if a.dest == "preset")
+    assert "small-edm-pos" in preset_names()
+    for name in preset_names():
+        assert name in preset.help, name
+
+
 # ---------------------------------------------------------------------------------------------- convert, export
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from drumdiff.config import preset_names
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train` and `export` sub-commands."""
@@ -22,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="folder for checkpoints, previews, logs, config.json (required)",
     )
     p.add_argument(
-        "--preset", help="model layout: seed, small (default), small-edm, lean, tiny, or a .json file"
+        "--preset",
+        help=f"model layout: {', '.join(preset_names())} (default small), or a .json file",
     )
     p.add_argument("--max-steps", type=int, help="optimizer steps to train in total (default 20000)")
     p.add_argument("--batch-size", type=int, help="clips per device per micro-batch (default 8)")
