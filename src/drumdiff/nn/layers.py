@@ -84,7 +84,7 @@ class TimeEmbedding(nn.Module):
 
     def __init__(self, features: int) -> None:
         super().__init__()
-        self.freqs = nn.Parameter(torch.randn(TIME_FREQUENCIES))
+        self.freqs = nn.Parameter(torch.randn(TIME_FREQUENCIES, device="cpu"))
         self.to_features = nn.Linear(2 * TIME_FREQUENCIES + 1, features)
         self.mlp = nn.Linear(features, features)
 
@@ -229,7 +229,7 @@ class Upsample(nn.Module):
         self.factor = factor
         self.conv = Conv1d(in_channels, out_channels, 3, padding=1)
         # phases[p, d + 1, j + 1] = 1 where upsampled tap j of output phase p reads x[n + d]
-        phases = torch.zeros(factor, 3, 3)
+        phases = torch.zeros(factor, 3, 3, device="cpu")  # real even where the model is built on "meta"
         for p in range(factor):
             for j in (-1, 0, 1):
                 phases[p, (p + j) // factor + 1, j + 1] = 1

@@ -89,8 +89,10 @@ class UNet1d(nn.Module):
         if config.num_classes > 0:
             # ids 0..num_classes-1 are classes, id num_classes is the "null" class for guidance.
             # Zeros at the start: a conditional model begins as the unconditional one (e.g. a converted seed).
-            self.class_embedding = nn.Embedding(config.num_classes + 1, config.modulation_features)
-            nn.init.zeros_(self.class_embedding.weight)
+            rows = config.num_classes + 1
+            self.class_embedding = nn.Embedding(
+                rows, config.modulation_features, _weight=torch.zeros(rows, config.modulation_features)
+            )
         self.levels = nn.ModuleList(Level(config, i) for i in range(len(config.channels)))
         self.grad_checkpointing = False
 
