@@ -6,6 +6,8 @@ import importlib.util
 import json
 import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -380,3 +382,18 @@ def test_prepared_dataset_ref_split(tmp_path):
     val = ev.list_clips(tmp_path, split="val")
     assert [rel for _, rel, _ in val] == ["kick/k2.flac", "kick/k3.flac", "kick/k4.flac"]
     assert {c for _, _, c in val} == {"kick"}
+
+
+def test_evaluation_package_loads_its_modules_on_first_use() -> None:
+    """`generate`'s originality check imports one evaluation module; that must not load datasets and reports
+    (start-up time), while every name the package lists still resolves."""
+    script = (
+        "import sys; import drumdiff.evaluation.originality; "
+        "loaded = [m for m in ('drumdiff.data', 'drumdiff.evaluation.report', 'drumdiff.evaluation.clips', "
+        "'drumdiff.evaluation.plot') if m in sys.modules]; assert not loaded, loaded"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    assert all(callable(getattr(ev, name)) or name.isupper() for name in ev.__all__)
+    assert ev.load_clips.__module__ == "drumdiff.evaluation.clips"
+    with pytest.raises(AttributeError, match="no_such_name"):
+        ev.no_such_name  # noqa: B018

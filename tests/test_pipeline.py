@@ -170,10 +170,18 @@ def test_model_file_round_trip_and_errors(tmp_path) -> None:
     path = tiny_model_file(tmp_path / "a.safetensors")
     meta = read_metadata(path)
     assert meta["config"] == tiny_config() and meta["provenance"] == {"made_by": "tests"}
+    torch.manual_seed(0)
+    expected_draw = torch.rand(4)
+    torch.manual_seed(0)
     loaded = load_model_file(path)
     assert not loaded.net.training
-
+    # built without random initialisation (the file replaces every weight): the global stream is untouched
+    assert torch.equal(torch.rand(4), expected_draw)
     tensors = load_file(str(path))
+    state = loaded.net.state_dict()
+    assert all(torch.equal(state[k], v.float()) for k, v in tensors.items())
+    assert {t.device.type for t in [*loaded.net.parameters(), *loaded.net.buffers()]} == {"cpu"}
+
     bumped = tmp_path / "future.safetensors"
     save_file(
         tensors, str(bumped), metadata={"format": "drumdiff-model", "format_version": "99", "config": "{}"}

@@ -84,7 +84,10 @@ class TimeEmbedding(nn.Module):
 
     def __init__(self, features: int) -> None:
         super().__init__()
-        self.freqs = nn.Parameter(torch.randn(TIME_FREQUENCIES, device="cpu"))
+        freqs = torch.empty(TIME_FREQUENCIES)
+        if not freqs.is_meta:  # the standard normal draw of torch.randn; nothing to draw when built on "meta"
+            freqs.normal_()
+        self.freqs = nn.Parameter(freqs)
         self.to_features = nn.Linear(2 * TIME_FREQUENCIES + 1, features)
         self.mlp = nn.Linear(features, features)
 
