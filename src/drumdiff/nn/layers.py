@@ -232,7 +232,9 @@ class Upsample(nn.Module):
         self.factor = factor
         self.conv = Conv1d(in_channels, out_channels, 3, padding=1)
         # phases[p, d + 1, j + 1] = 1 where upsampled tap j of output phase p reads x[n + d]
-        phases = torch.zeros(factor, 3, 3, device="cpu")  # real even where the model is built on "meta"
+        # made on the CPU even where the model is built on "meta" (it is not in the file); forward moves it to the
+        # weights' device and dtype
+        phases = torch.zeros(factor, 3, 3, device="cpu")
         for p in range(factor):
             for j in (-1, 0, 1):
                 phases[p, (p + j) // factor + 1, j + 1] = 1
@@ -243,7 +245,7 @@ class Upsample(nn.Module):
         if f == 1:  # the original also "upsamples" by 1, which is a plain copy
             return self.conv(x)
         weight, bias = self.conv.weight, self.conv.bias  # (C_out, C_in, 3), (C_out,)
-        taps = torch.einsum("pdj,ocj->pocd", self.phases.to(weight.dtype), weight)  # (f, C_out, C_in, 3)
+        taps = torch.einsum("pdj,ocj->pocd", self.phases.to(weight), weight)  # (f, C_out, C_in, 3)
         y = _conv1d(x, taps.flatten(0, 1), bias.repeat(f), padding=1)  # (B, f C_out, T), phase-major
         b, _, t = y.shape
         return y.transpose(1, 2).reshape(b, t * f, -1).transpose(1, 2)  # (B, C_out, f T), channels-last
