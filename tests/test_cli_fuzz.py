@@ -104,6 +104,24 @@ def _rows() -> list[tuple[str, list[str]]]:
     add("export to .pt", "export", "{checkpoint}", "{out}/m.pt")
     add("export poisoned weights", "export", "{poisoned}", "{out}/m.safetensors")
     add("export --fp16", "export", "{checkpoint}", "{out}/m.safetensors", "--fp16")
+    for value in ("{missing}", "{folder}", "{empty}", "{text}", "{json}", "{cut_model}", "{checkpoint}"):
+        add(f"average {value}", "average", "{model}", value, "--out", "{out}/m.safetensors")
+    for value in ("", "nan", "inf", "-1,1", "0,0", "1,2,3", "1;2"):
+        add(
+            f"average --weights {value!r}",
+            "average",
+            "{model}",
+            "{model}",
+            "-o",
+            "{out}/m.safetensors",
+            "--weights",
+            value,
+        )
+    add("average one model", "average", "{model}", "--out", "{out}/m.safetensors")
+    add("average onto an existing file", "average", "{model}", "{model}", "--out", "{existing}")
+    add("average to .pt", "average", "{model}", "{model}", "--out", "{out}/m.pt")
+    add("average into a folder", "average", "{model}", "{model}", "--out", "{folder}")
+    add("average --fp16", "average", "{model}", "{model}", "--out", "{out}/m.safetensors", "--fp16")
 
     # evaluate
     add("evaluate a missing GEN_DIR", "evaluate", "{missing}", "{folder}", "--no-progress")

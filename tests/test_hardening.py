@@ -378,7 +378,17 @@ def test_every_help_gives_its_defaults() -> None:
     from drumdiff.cli import build_parser
 
     subparsers = next(a for a in build_parser()._actions if a.dest == "command")
-    for verb in ("generate", "vary", "interpolate", "inpaint", "train", "export", "convert", "evaluate"):
+    for verb in (
+        "generate",
+        "vary",
+        "interpolate",
+        "inpaint",
+        "train",
+        "export",
+        "average",
+        "convert",
+        "evaluate",
+    ):
         parser = subparsers.choices[verb]
         assert parser.description, verb
         for action in parser._actions:

@@ -1,4 +1,4 @@
-"""`drumdiff train` and `drumdiff export`: argparse only; Lightning is imported inside the handlers."""
+"""`drumdiff train`, `export` and `average`: argparse only; Lightning is imported inside the handlers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from drumdiff.config import preset_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the `train` and `export` sub-commands."""
+    """Add the `train`, `export` and `average` sub-commands."""
     p = subparsers.add_parser(
         "train",
         help="train or fine-tune a model on a folder made by `drumdiff data prepare`",
@@ -144,6 +144,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     e.set_defaults(func=run_export)
 
+    a = subparsers.add_parser(
+        "average",
+        help="average the weights of model files (runs fine-tuned from one model) into a new model file",
+        description="Write the weighted mean of two or more model files of one layout and class list, for "
+        "example the ends of runs fine-tuned from one model ('model soups'). Every input is checked before "
+        "anything is written; an existing OUT is replaced only with --force.",
+    )
+    a.add_argument(
+        "sources", metavar="MODEL", type=Path, nargs="+", help="model files to average (two or more)"
+    )
+    a.add_argument(
+        "--out",
+        "-o",
+        metavar="OUT.safetensors",
+        type=Path,
+        required=True,
+        help="model file to write (required)",
+    )
+    a.add_argument(
+        "--weights",
+        type=_weight_list,
+        default=None,
+        help="comma-separated weight of each MODEL, normalised to sum to 1 (default: equal)",
+    )
+    a.add_argument(
+        "--fp16",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="store weights as fp16, half the size (default float32)",
+    )
+    a.add_argument(
+        "--force", action="store_true", help="replace OUT if it exists (default: refuse to overwrite)"
+    )
+    a.set_defaults(func=run_average)
+
+
+def _weight_list(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+
 
 OVERRIDE_FLAGS = (
     "preset",
@@ -198,5 +240,14 @@ def run_export(args: argparse.Namespace) -> int:
     from drumdiff.training.checkpoint import export_model
 
     out = export_model(args.source, args.out, fp16=args.fp16, force=args.force)
+    print(out)
+    return 0
+
+
+def run_average(args: argparse.Namespace) -> int:
+    """Handler of `drumdiff average`."""
+    from drumdiff.training.checkpoint import average_models
+
+    out = average_models(args.sources, args.out, weights=args.weights, fp16=args.fp16, force=args.force)
     print(out)
     return 0

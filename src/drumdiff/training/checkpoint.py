@@ -204,3 +204,74 @@ def export_model(
         fp16=fp16,
     )
     return out
+
+
+def average_models(
+    sources: list[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    weights: list[float] | None = None,
+    fp16: bool = False,
+    force: bool = False,
+) -> Path:
+    """The weighted mean of model files of one layout and class list -> a new model file.
+
+    Averaging the weights of runs fine-tuned from one model ("model soups", Wortsman et al. 2022; "stochastic
+    weight averaging", Izmailov et al. 2018) often scores better than each run. `weights` (default equal) are
+    normalised to sum to 1. Every input is checked before anything is written; an existing `out` is replaced
+    only with `force`.
+    """
+    from safetensors.torch import load_file
+
+    from drumdiff.files import file_digest
+    from drumdiff.modelfile import check_state_dict, read_metadata, save_model_file
+
+    paths, out = [Path(p) for p in sources], Path(out)
+    if len(paths) < 2:
+        raise DrumdiffError(f"averaging needs at least two model files, got {len(paths)}")
+    if out.suffix != ".safetensors":
+        raise DrumdiffError(f"output {out} must end in .safetensors")
+    weights = [1.0] * len(paths) if weights is None else list(weights)
+    if len(weights) != len(paths):
+        raise DrumdiffError(f"{len(weights)} weights for {len(paths)} model files; give one weight per file")
+    if not all(w >= 0 and w != float("inf") for w in weights) or sum(weights) <= 0:
+        raise DrumdiffError(f"weights must be finite, not negative and not all 0, got {weights}")
+    check_new_file(out, force=force)
+    first = read_metadata(paths[0])
+    total = sum(weights)
+    mean: dict[str, Tensor] = {}
+    inputs = []
+    for path, weight in zip(paths, weights, strict=True):
+        meta = read_metadata(path)
+        for field, what in (("config", "layout (config) differs"), ("class_names", "class names differ")):
+            if meta[field] != first[field]:
+                raise DrumdiffError(
+                    f"{path}: its {what} from {paths[0]}'s; only models of one layout and class list can "
+                    "be averaged"
+                )
+        tensors = load_file(str(path))
+        check_state_dict(mean or tensors, tensors, source=str(path))
+        bad = non_finite(tensors)
+        if bad:
+            raise DrumdiffError(f"{path}: {len(bad)} weight tensors hold NaN or Inf ({', '.join(bad[:3])})")
+        for name, tensor in tensors.items():
+            share = tensor.double() * (weight / total)  # float64: the mean of fp16 files loses nothing
+            mean[name] = mean[name] + share if name in mean else share
+        inputs.append(
+            {
+                "file": str(path),
+                "sha256": file_digest(path),
+                "weight": weight / total,
+                "provenance": meta["provenance"],
+            }
+        )
+    provenance = {"average_of": inputs}
+    save_model_file(
+        out,
+        state_dict=mean,
+        config=first["config"],
+        class_names=first["class_names"],
+        provenance=provenance,
+        fp16=fp16,
+    )
+    return out
