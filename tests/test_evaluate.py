@@ -245,15 +245,37 @@ def test_hiss_worsens_tail_and_hiss_monotonically():
     gen = torch.Generator().manual_seed(0)
     hiss = _highpass(torch.randn(2, LENGTH, generator=gen, dtype=torch.float64), 10000).float()
     hiss = hiss / hiss.std()
-    tails, hisses = [], []
+    tails, hisses, levels = [], [], []
     for level_db in (None, -80, -60, -40, -20):
         audio = clean if level_db is None else clean + hiss * 10 ** (level_db / 20)
         metrics = ev.artifact_metrics(audio, SR)
         tails.append(metrics["tail_db"])
         hisses.append(metrics["hiss_db"])
-    assert all(a < b for a, b in zip(tails, tails[1:], strict=False)), tails
-    assert all(a < b for a, b in zip(hisses, hisses[1:], strict=False)), hisses
-    assert tails[-1] > tails[0] + 20 and hisses[-1] > hisses[0] + 20
+        levels.append(metrics["hiss_level_db"])
+    for series in (tails, hisses, levels):
+        assert all(a < b for a, b in zip(series, series[1:], strict=False)), series
+    assert tails[-1] > tails[0] + 20 and hisses[-1] > hisses[0] + 20 and levels[-1] > levels[0] + 20
+
+
+def test_hiss_level_stays_when_only_the_decay_below_it_falls():
+    """The same white floor under a body that decays further: the hiss share rises, the hiss level does not."""
+    gen = torch.Generator().manual_seed(1)
+    t = torch.arange(LENGTH) / SR
+    floor = torch.randn(2, LENGTH, generator=gen) * 10 ** (-50 / 20)  # white, -50 dB re full scale
+    levels, shares = [], []
+    for decay_s in (0.3, 0.1):  # a 100 Hz body held for 0.1 s (the loudest frames), then decaying
+        body = 0.8 * torch.sin(2 * math.pi * 100 * t) * torch.exp(-(t - 0.1).clamp(min=0) / decay_s)
+        metrics = ev.artifact_metrics(body.expand(2, -1) + floor, SR)
+        levels.append(metrics["hiss_level_db"])
+        shares.append(metrics["hiss_db"])
+    assert shares[1] > shares[0] + 10, shares  # the ratio reads the faster decay as more hiss
+    assert abs(levels[1] - levels[0]) < 0.5, levels  # the level of the hiss above 14 kHz is the same
+    # white noise alone: about a third of its energy above 14 kHz, read against its own loudest frame
+    alone = ev.artifact_metrics(floor, SR)
+    assert alone["hiss_db"] == pytest.approx(10 * math.log10(1 - 14000 / 22050), abs=0.5)
+    assert alone["hiss_level_db"] == pytest.approx(alone["hiss_db"], abs=1.0)
+    assert ev.artifact_metrics(torch.zeros(2, LENGTH), SR)["hiss_level_db"] == ev.FLOOR_DB
+    assert ev.artifact_metrics(floor, 22050)["hiss_level_db"] is None
 
 
 def test_dc_clipping_and_silence():

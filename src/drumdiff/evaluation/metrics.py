@@ -176,20 +176,37 @@ def _db(ratio: float, *, per_decade: float = 20.0) -> float:
     return max(FLOOR_DB, per_decade * math.log10(ratio)) if ratio > 0 else FLOOR_DB
 
 
+def _loudest_frame_rms(mono: Tensor) -> float:
+    """RMS of the loudest 2048-sample frame (hop 512) of a mono signal `[T]`: the level that tails are read against."""
+    padded = torch.nn.functional.pad(mono, (0, max(0, FRAME - mono.numel())))  # at least one frame
+    frames = padded.unfold(0, FRAME, HOP)  # (N, FRAME)
+    return float(frames.square().mean(dim=1).sqrt().max())
+
+
 def tail_noise_db(audio: Tensor) -> float:
     """RMS of the last 8192 samples of the mono mix relative to the loudest 2048-sample frame (hop 512), dB."""
     mono = audio.double().mean(dim=0)  # (T,)
-    padded = torch.nn.functional.pad(mono, (0, max(0, FRAME - mono.numel())))  # at least one frame
-    frames = padded.unfold(0, FRAME, HOP)  # (N, FRAME)
-    loudest = float(frames.square().mean(dim=1).sqrt().max())
+    loudest = _loudest_frame_rms(mono)
     tail = float(mono[-TAIL_SAMPLES:].square().mean().sqrt())
     return _db(tail / loudest) if loudest > 0 else FLOOR_DB
+
+
+def _high_band(half: Tensor, sample_rate: int) -> tuple[float, float]:
+    """Mean squares above 14 kHz and in all, of a mono signal `[T]` through a Hann window (scaled so that a
+    steady signal reads its own mean square)."""
+    window = torch.hann_window(half.numel(), dtype=torch.float64)
+    power = torch.fft.rfft(half * window).abs().square() * (
+        2.0 / (half.numel() * float(window.square().sum()))
+    )
+    freqs = torch.fft.rfftfreq(half.numel(), 1.0 / sample_rate, dtype=torch.float64)
+    return float(power[freqs > HISS_HZ].sum()), float(power.sum())
 
 
 def hiss_db(audio: Tensor, sample_rate: int) -> float | None:
     """Share of the second half's energy above 14 kHz (Hann-windowed spectrum of the mono mix), dB.
 
-    None when the file's Nyquist frequency is not above 14 kHz.
+    None when the file's Nyquist frequency is not above 14 kHz. A ratio: the same hiss under a quieter
+    decay scores higher; `hiss_level_db` is its level.
     """
     if sample_rate / 2 <= HISS_HZ:
         return None
@@ -197,12 +214,25 @@ def hiss_db(audio: Tensor, sample_rate: int) -> float | None:
     half = mono[mono.numel() // 2 :]
     if half.numel() < 2:
         return FLOOR_DB
-    power = torch.fft.rfft(half * torch.hann_window(half.numel(), dtype=torch.float64)).abs().square()
-    freqs = torch.fft.rfftfreq(half.numel(), 1.0 / sample_rate, dtype=torch.float64)
-    total = float(power.sum())
-    if total <= 0:
+    high, total = _high_band(half, sample_rate)
+    return _db(high / total, per_decade=10.0) if total > 0 else FLOOR_DB
+
+
+def hiss_level_db(audio: Tensor, sample_rate: int) -> float | None:
+    """RMS of the second half's content above 14 kHz (Hann-windowed spectrum of the mono mix) relative to the
+    loudest 2048-sample frame, dB: the hiss against the drum, as `tail_noise_db` reads the tail.
+
+    None when the file's Nyquist frequency is not above 14 kHz.
+    """
+    if sample_rate / 2 <= HISS_HZ:
+        return None
+    mono = audio.double().mean(dim=0)
+    half = mono[mono.numel() // 2 :]
+    loudest = _loudest_frame_rms(mono)
+    if half.numel() < 2 or loudest <= 0:
         return FLOOR_DB
-    return _db(float(power[freqs > HISS_HZ].sum()) / total, per_decade=10.0)
+    high, _ = _high_band(half, sample_rate)
+    return _db(high / loudest**2, per_decade=10.0)
 
 
 def clipped_samples(audio: Tensor) -> int:
@@ -217,11 +247,13 @@ def clipped_samples(audio: Tensor) -> int:
 
 
 def artifact_metrics(audio: Tensor, sample_rate: int) -> dict[str, Any]:
-    """Artifacts of one raw decoded clip `[C, T]`: tail_db, hiss_db, dc_offset, clipped_samples, silent, peak_db."""
+    """Artifacts of one raw decoded clip `[C, T]`: tail_db, hiss_db, hiss_level_db, dc_offset, clipped_samples,
+    silent, peak_db."""
     peak = float(audio.abs().max()) if audio.numel() else 0.0
     return {
         "tail_db": round(tail_noise_db(audio), 3),
         "hiss_db": None if (h := hiss_db(audio, sample_rate)) is None else round(h, 3),
+        "hiss_level_db": None if (h := hiss_level_db(audio, sample_rate)) is None else round(h, 3),
         "dc_offset": round(float(audio.double().mean(dim=1).abs().max()), 6),
         "clipped_samples": clipped_samples(audio),
         "silent": peak == 0 or 20 * math.log10(peak) < SILENT_DB,
@@ -233,6 +265,7 @@ def summarize_artifacts(clips: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Set-level artifact figures from per-clip `artifact_metrics`."""
     tails = np.array([c["tail_db"] for c in clips], np.float64)
     hiss = np.array([c["hiss_db"] for c in clips if c["hiss_db"] is not None], np.float64)
+    level = np.array([c["hiss_level_db"] for c in clips if c.get("hiss_level_db") is not None], np.float64)
     dc = np.array([c["dc_offset"] for c in clips], np.float64)
     nan = float("nan")
     return {
@@ -242,6 +275,9 @@ def summarize_artifacts(clips: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "hiss_db_mean": round(float(hiss.mean()), 3) if len(hiss) else nan,
         "hiss_db_median": round(float(np.median(hiss)), 3) if len(hiss) else nan,
         "hiss_db_max": round(float(hiss.max()), 3) if len(hiss) else nan,
+        "hiss_level_db_mean": round(float(level.mean()), 3) if len(level) else nan,
+        "hiss_level_db_median": round(float(np.median(level)), 3) if len(level) else nan,
+        "hiss_level_db_max": round(float(level.max()), 3) if len(level) else nan,
         "dc_offset_mean": round(float(dc.mean()), 6) if len(dc) else nan,
         "dc_offset_max": round(float(dc.max()), 6) if len(dc) else nan,
         "clipped_samples": int(sum(c["clipped_samples"] for c in clips)),

@@ -162,7 +162,14 @@ def evaluate_folders(
                 "confidence": round(float(gen_f.probs[k].max()), 4),
                 **{
                     key: gen.artifacts[k][key]
-                    for key in ("tail_db", "hiss_db", "dc_offset", "clipped_samples", "silent")
+                    for key in (
+                        "tail_db",
+                        "hiss_db",
+                        "hiss_level_db",
+                        "dc_offset",
+                        "clipped_samples",
+                        "silent",
+                    )
                 },
             }
         )
@@ -275,6 +282,8 @@ def format_summary(report: dict[str, Any]) -> str:
         f"{'variety':<28}{fmt(report['variety']):>12}{fmt(report['ref_variety']):>12}",
         f"{'tail noise dB (mean)':<28}{fmt(art['tail_db_mean'], 1):>12}{fmt(ref_art['tail_db_mean'], 1):>12}",
         f"{'hiss >14 kHz dB (mean)':<28}{fmt(art['hiss_db_mean'], 1):>12}{fmt(ref_art['hiss_db_mean'], 1):>12}",
+        f"{'hiss level dB (mean)':<28}{fmt(art['hiss_level_db_mean'], 1):>12}"
+        f"{fmt(ref_art['hiss_level_db_mean'], 1):>12}",
         f"{'DC offset (max)':<28}{fmt(art['dc_offset_max'], 4):>12}{fmt(ref_art['dc_offset_max'], 4):>12}",
         f"{'clipped clips':<28}{art['clipped_clips']:>12}{ref_art['clipped_clips']:>12}",
         f"{'silent clips':<28}{art['silent_clips']:>12}{ref_art['silent_clips']:>12}",
