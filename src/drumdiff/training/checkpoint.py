@@ -249,13 +249,16 @@ def average_models(
                     f"{path}: its {what} from {paths[0]}'s; only models of one layout and class list can "
                     "be averaged"
                 )
-        tensors = load_file(str(path))
+        try:
+            tensors = load_file(str(path))
+        except Exception as error:  # safetensors raises several types for damaged files
+            raise ModelFileError(f"{path}: cannot read weights ({error})") from error
         check_state_dict(mean or tensors, tensors, source=str(path))
         bad = non_finite(tensors)
         if bad:
             raise DrumdiffError(f"{path}: {len(bad)} weight tensors hold NaN or Inf ({', '.join(bad[:3])})")
         for name, tensor in tensors.items():
-            share = tensor.double() * (weight / total)  # float64: the mean of fp16 files loses nothing
+            share = tensor.double() * (weight / total)  # float64: the mean is rounded once, when saved
             mean[name] = mean[name] + share if name in mean else share
         inputs.append(
             {
