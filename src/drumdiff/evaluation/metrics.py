@@ -191,48 +191,31 @@ def tail_noise_db(audio: Tensor) -> float:
     return _db(tail / loudest) if loudest > 0 else FLOOR_DB
 
 
-def _high_band(half: Tensor, sample_rate: int) -> tuple[float, float]:
-    """Mean squares above 14 kHz and in all, of a mono signal `[T]` through a Hann window (scaled so that a
-    steady signal reads its own mean square)."""
-    window = torch.hann_window(half.numel(), dtype=torch.float64)
-    power = torch.fft.rfft(half * window).abs().square() * (
-        2.0 / (half.numel() * float(window.square().sum()))
-    )
-    freqs = torch.fft.rfftfreq(half.numel(), 1.0 / sample_rate, dtype=torch.float64)
-    return float(power[freqs > HISS_HZ].sum()), float(power.sum())
-
-
-def hiss_db(audio: Tensor, sample_rate: int) -> float | None:
-    """Share of the second half's energy above 14 kHz (Hann-windowed spectrum of the mono mix), dB.
-
-    None when the file's Nyquist frequency is not above 14 kHz. A ratio: the same hiss under a quieter
-    decay scores higher; `hiss_level_db` is its level.
-    """
-    if sample_rate / 2 <= HISS_HZ:
-        return None
-    mono = audio.double().mean(dim=0)
-    half = mono[mono.numel() // 2 :]
-    if half.numel() < 2:
-        return FLOOR_DB
-    high, total = _high_band(half, sample_rate)
-    return _db(high / total, per_decade=10.0) if total > 0 else FLOOR_DB
-
-
-def hiss_level_db(audio: Tensor, sample_rate: int) -> float | None:
-    """RMS of the second half's content above 14 kHz (Hann-windowed spectrum of the mono mix) relative to the
-    loudest 2048-sample frame, dB: the hiss against the drum, as `tail_noise_db` reads the tail.
+def hiss_measures(audio: Tensor, sample_rate: int) -> tuple[float, float] | None:
+    """The second half's content above 14 kHz (Hann-windowed spectrum of the mono mix), dB: its share of the
+    half's energy, and its RMS relative to the loudest 2048-sample frame (the hiss against the drum, as
+    `tail_noise_db` reads the tail). The share is a ratio: the same hiss under a quieter decay scores higher;
+    the level does not.
 
     None when the file's Nyquist frequency is not above 14 kHz.
     """
     if sample_rate / 2 <= HISS_HZ:
         return None
-    mono = audio.double().mean(dim=0)
+    mono = audio.double().mean(dim=0)  # (T,)
     half = mono[mono.numel() // 2 :]
+    if half.numel() < 2:
+        return FLOOR_DB, FLOOR_DB
+    window = torch.hann_window(half.numel(), dtype=torch.float64)
+    # power per bin, scaled so that a steady signal reads its own mean square
+    power = torch.fft.rfft(half * window).abs().square() * (
+        2.0 / (half.numel() * float(window.square().sum()))
+    )
+    freqs = torch.fft.rfftfreq(half.numel(), 1.0 / sample_rate, dtype=torch.float64)
+    high, total = float(power[freqs > HISS_HZ].sum()), float(power.sum())
     loudest = _loudest_frame_rms(mono)
-    if half.numel() < 2 or loudest <= 0:
-        return FLOOR_DB
-    high, _ = _high_band(half, sample_rate)
-    return _db(high / loudest**2, per_decade=10.0)
+    share = _db(high / total, per_decade=10.0) if total > 0 else FLOOR_DB
+    level = _db(high / loudest**2, per_decade=10.0) if loudest > 0 else FLOOR_DB
+    return share, level
 
 
 def clipped_samples(audio: Tensor) -> int:
@@ -250,10 +233,11 @@ def artifact_metrics(audio: Tensor, sample_rate: int) -> dict[str, Any]:
     """Artifacts of one raw decoded clip `[C, T]`: tail_db, hiss_db, hiss_level_db, dc_offset, clipped_samples,
     silent, peak_db."""
     peak = float(audio.abs().max()) if audio.numel() else 0.0
+    hiss = hiss_measures(audio, sample_rate)
     return {
         "tail_db": round(tail_noise_db(audio), 3),
-        "hiss_db": None if (h := hiss_db(audio, sample_rate)) is None else round(h, 3),
-        "hiss_level_db": None if (h := hiss_level_db(audio, sample_rate)) is None else round(h, 3),
+        "hiss_db": None if hiss is None else round(hiss[0], 3),
+        "hiss_level_db": None if hiss is None else round(hiss[1], 3),
         "dc_offset": round(float(audio.double().mean(dim=1).abs().max()), 6),
         "clipped_samples": clipped_samples(audio),
         "silent": peak == 0 or 20 * math.log10(peak) < SILENT_DB,
