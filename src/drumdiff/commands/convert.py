@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from drumdiff.commands.train import add_model_file_flags
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `convert` sub-command."""
@@ -37,15 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=True,
         help="take the EMA weights of a Lightning checkpoint (default); --no-ema takes the training weights",
     )
-    parser.add_argument(
-        "--fp16",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="store the weights as float16 (half the size; default float32)",
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="replace OUT if it exists (default: refuse to overwrite)"
-    )
+    add_model_file_flags(parser)
     parser.set_defaults(func=run_convert)
 
 

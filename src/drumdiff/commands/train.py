@@ -133,15 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     e.add_argument("source", metavar="RUN_OR_CKPT", type=Path, help="a run folder or a training checkpoint")
     e.add_argument("out", metavar="OUT.safetensors", type=Path, help="model file to write")
-    e.add_argument(
-        "--fp16",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="store weights as fp16, half the size (default float32)",
-    )
-    e.add_argument(
-        "--force", action="store_true", help="replace OUT if it exists (default: refuse to overwrite)"
-    )
+    add_model_file_flags(e)
     e.set_defaults(func=run_export)
 
     a = subparsers.add_parser(
@@ -168,16 +160,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="comma-separated weight of each MODEL, normalised to sum to 1 (default: equal)",
     )
-    a.add_argument(
+    add_model_file_flags(a)
+    a.set_defaults(func=run_average)
+
+
+def add_model_file_flags(parser: argparse.ArgumentParser) -> None:
+    """--fp16 and --force, for the commands that write a model file (export, average, convert)."""
+    parser.add_argument(
         "--fp16",
         action=argparse.BooleanOptionalAction,
         default=False,
         help="store weights as fp16, half the size (default float32)",
     )
-    a.add_argument(
+    parser.add_argument(
         "--force", action="store_true", help="replace OUT if it exists (default: refuse to overwrite)"
     )
-    a.set_defaults(func=run_average)
 
 
 def _weight_list(text: str) -> list[float]:
