@@ -289,10 +289,29 @@ def check_state_dict(expected: dict[str, Tensor], given: dict[str, Tensor], *, s
         raise ModelFileError(f"{source}: weights do not fit the model layout; " + "; ".join(problems))
 
 
+def read_weights(path: str | os.PathLike, *, expected: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """The tensors of a model file as stored, checked against `expected` (names and shapes) when given, and for
+    NaN or Inf: every problem is a ModelFileError naming the file."""
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except Exception as error:  # safetensors raises several types for damaged files
+        raise ModelFileError(f"{path}: cannot read weights ({error})") from error
+    if expected is not None:
+        check_state_dict(expected, tensors, source=str(path))
+    bad = non_finite(tensors)
+    if bad:
+        raise ModelFileError(
+            f"{path}: {_tensor_list(bad, len(tensors))} hold NaN or Inf; the file is damaged or its "
+            "training diverged (export it again from a good checkpoint)"
+        )
+    return tensors
+
+
 def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> LoadedModel:
     """Build the network the file describes and load its weights (as float32) in eval mode."""
     import torch
-    from safetensors.torch import load_file
 
     from drumdiff.nn.unet1d import UNet1d
 
@@ -305,17 +324,7 @@ def load_model_file(path: str | os.PathLike, *, device: str | torch.device = "cp
             net = UNet1d(config)
     except (ValueError, TypeError, RuntimeError) as error:
         raise ModelFileError(f"{path}: damaged model config ({error})") from error
-    try:
-        tensors = load_file(str(path))
-    except Exception as error:  # safetensors raises several types for damaged files
-        raise ModelFileError(f"{path}: cannot read weights ({error})") from error
-    check_state_dict(net.state_dict(), tensors, source=str(path))
-    bad = non_finite(tensors)
-    if bad:
-        raise ModelFileError(
-            f"{path}: {_tensor_list(bad, len(tensors))} hold NaN or Inf; the file is damaged or its "
-            "training diverged (export it again from a good checkpoint)"
-        )
+    tensors = read_weights(path, expected=net.state_dict())
     net.load_state_dict({k: v.float() for k, v in tensors.items()}, assign=True)
     net.eval().requires_grad_(False).to(device)
     return LoadedModel(net=net, config=config, class_names=meta["class_names"], metadata=meta, path=path)

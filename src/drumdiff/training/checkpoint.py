@@ -221,10 +221,9 @@ def average_models(
     normalised to sum to 1. Every input is checked before anything is written; an existing `out` is replaced
     only with `force`.
     """
-    from safetensors.torch import load_file
-
     from drumdiff.files import file_digest
-    from drumdiff.modelfile import check_state_dict, read_metadata, save_model_file
+    from drumdiff.modelfile import read_metadata, read_weights, save_model_file
+    from drumdiff.nn.unet1d import UNet1d
 
     paths, out = [Path(p) for p in sources], Path(out)
     if len(paths) < 2:
@@ -238,6 +237,8 @@ def average_models(
         raise DrumdiffError(f"weights must be finite, not negative and not all 0, got {weights}")
     check_new_file(out, force=force)
     first = read_metadata(paths[0])
+    with torch.device("meta"):  # the names and shapes the layout needs, without allocating weights
+        layout = UNet1d(first["config"]).state_dict()
     total = sum(weights)
     mean: dict[str, Tensor] = {}
     inputs = []
@@ -249,14 +250,7 @@ def average_models(
                     f"{path}: its {what} from {paths[0]}'s; only models of one layout and class list can "
                     "be averaged"
                 )
-        try:
-            tensors = load_file(str(path))
-        except Exception as error:  # safetensors raises several types for damaged files
-            raise ModelFileError(f"{path}: cannot read weights ({error})") from error
-        check_state_dict(mean or tensors, tensors, source=str(path))
-        bad = non_finite(tensors)
-        if bad:
-            raise DrumdiffError(f"{path}: {len(bad)} weight tensors hold NaN or Inf ({', '.join(bad[:3])})")
+        tensors = read_weights(path, expected=layout)
         for name, tensor in tensors.items():
             share = tensor.double() * (weight / total)  # float64: the mean is rounded once, when saved
             mean[name] = mean[name] + share if name in mean else share
