@@ -63,7 +63,12 @@ def denoise_check(model_path: str, data: Path, *, split: str = "val", clips: int
         a, s = alpha.view(-1, 1, 1), sigma.view(-1, 1, 1)
         noise = torch.randn(audio.shape, generator=generator)
         x_t = a * audio + s * noise
-        x0 = make_denoiser(pipeline.net, class_id=class_id, sigma_data=pipeline.config.sigma_data)(x_t, tt)
+        x0 = make_denoiser(
+            pipeline.net,
+            class_id=class_id,
+            sigma_data=pipeline.config.sigma_data,
+            skip_scale=pipeline.config.skip_scale,
+        )(x_t, tt)
         error = (x0 - audio).pow(2).mean(dim=1)  # (N, T)
         error = error.reshape(len(items), SEGMENTS, -1).mean(dim=-1)  # (N, 16)
         rows.append(

@@ -156,7 +156,7 @@ def test_conditional_model_classes_and_guidance(tmp_path) -> None:
 
 
 def test_a_sigma_data_model_file_samples_in_its_units(tmp_path) -> None:
-    """sigma_data and output_skip travel in the file, and the pipeline samples with them."""
+    """sigma_data, skip_scale and output_skip travel in the file, and the pipeline samples with them."""
     scaled = load_model(tiny_model_file(tmp_path / "d.safetensors", sigma_data=0.1, output_skip=False))
     assert scaled.config.sigma_data == 0.1 and scaled.config.output_skip is False
     plain = load_model(tiny_model_file(tmp_path / "p.safetensors", output_skip=False))  # the same weights
@@ -164,6 +164,13 @@ def test_a_sigma_data_model_file_samples_in_its_units(tmp_path) -> None:
     ours, theirs = scaled.generate(seed=0, steps=6), plain.generate(seed=0, steps=6)
     assert torch.isfinite(ours).all() and not torch.allclose(ours, theirs, atol=1e-3)
     assert torch.equal(ours, scaled.generate(seed=0, steps=6))
+    # skip_scale too: the same weights read as the other parameterisation make another sound
+    skipped = load_model(
+        tiny_model_file(tmp_path / "k.safetensors", sigma_data=0.1, skip_scale=0.2, output_skip=False)
+    )
+    assert skipped.config.skip_scale == 0.2 and scaled.config.skip_scale == 1.0
+    other = skipped.generate(seed=0, steps=6)
+    assert torch.isfinite(other).all() and not torch.allclose(other, ours, atol=1e-3)
 
 
 def test_model_file_round_trip_and_errors(tmp_path) -> None:

@@ -144,6 +144,46 @@ def test_sigma_data_one_is_the_plain_parameterisation_bit_for_bit() -> None:
     assert torch.equal(v_target(x_t, v, t, sigma_data=1.0), alpha * v - sigma * x_t)
 
 
+def test_skip_scale_round_trips_and_keeps_silence_cheap_at_low_noise() -> None:
+    """skip_scale k < 1: x0 comes back from its target, an error in o costs what the same x0 error costs
+    at k = 1 after the loss's weight, and a silent clip at low noise asks for a small o instead of a copy of
+    the input noise; k = 1 is the model of before, bit for bit."""
+    from drumdiff.diffusion import scaled_alpha_sigma, v_loss
+
+    gen = torch.Generator().manual_seed(8)
+    x0 = 0.1 * torch.randn(4, 2, 2048, generator=gen, dtype=torch.float64)
+    noise = torch.randn(4, 2, 2048, generator=gen, dtype=torch.float64)
+    t = torch.tensor([0.0, 0.05, 0.5, 1.0], dtype=torch.float64)
+    x_t = add_noise(x0, noise, t)
+    for k in (1.0, 0.3, 0.05):
+        o = v_target(x0, noise, t, sigma_data=0.1, skip_scale=k)
+        assert torch.allclose(x0_from_v(x_t, o, t, sigma_data=0.1, skip_scale=k), x0, atol=1e-9), k
+    # v_loss weighs o's error as the error of the v that its x0 estimate implies (x0 error / sigma'),
+    # so every k trains on the same x0 errors
+
+    alpha, sigma, _ = scaled_alpha_sigma(t.view(-1, 1, 1), 0.1)
+    for k in (1.0, 0.3, 0.05):
+        o = v_target(x0, noise, t, sigma_data=0.1, skip_scale=k)
+        wrong = o + 0.01 * torch.randn(o.shape, generator=gen, dtype=torch.float64)
+        loss = v_loss(
+            lambda y, tt, class_id=None, wrong=wrong: wrong, x0, noise, t, sigma_data=0.1, skip_scale=k
+        )
+        moved = x0_from_v(x_t, wrong, t, sigma_data=0.1, skip_scale=k) - x0
+        implied = (moved[1:] / (0.1 * sigma[1:])).pow(2).flatten(1).mean(1)  # sigma' = 0 at t = 0
+        assert torch.allclose(loss[1:].double(), implied, rtol=1e-4), k
+    # a silent clip at t = 0.05 (noise about at the data's scale): k = 1 asks for most of the input noise back
+    silent = torch.zeros(1, 2, 2048, dtype=torch.float64)
+    low = torch.tensor([0.05], dtype=torch.float64)
+    copy = v_target(silent, noise[:1], low, sigma_data=0.1).std()
+    small = v_target(silent, noise[:1], low, sigma_data=0.1, skip_scale=0.05).std()
+    assert float(copy) > 0.75 and float(small) < 0.1
+    # k = 1 leaves the earlier computation untouched
+    plain = x0_from_v(x_t.float(), noise.float(), t.float(), sigma_data=0.1)
+    assert torch.equal(
+        plain, x0_from_v(x_t.float(), noise.float(), t.float(), sigma_data=0.1, skip_scale=1.0)
+    )
+
+
 def test_ddim_inversion_reconstructs_on_the_analytic_model() -> None:
     x0 = torch.randn(2, 16, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * SCALES
     down = log_snr_schedule(400, t_max=1.0, t_min=1e-3)

@@ -301,7 +301,7 @@ def test_init_from_unconditional_on_classes(
 def test_a_sigma_data_preset_trains_and_a_plain_file_warm_starts_it(
     tmp_path: Path, data2: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A preset file may set sigma_data, output_skip and position_features; --init-from a plain model says
+    """A preset file may set sigma_data, skip_scale, output_skip and position_features; --init-from a plain model says
     it is a warm start, and the position projections it lacks start at zero."""
     from drumdiff.config import load_preset
     from drumdiff.modelfile import save_model_file
@@ -313,15 +313,22 @@ def test_a_sigma_data_preset_trains_and_a_plain_file_warm_starts_it(
     save_model_file(path, state_dict=source, config=plain, class_names=["a", "b"])
     fields = {k: v for k, v in load_preset("tiny").to_dict().items() if k not in ("length", "num_classes")}
     preset = tmp_path / "units.json"
-    preset.write_text(json.dumps({**fields, "sigma_data": 0.1, "output_skip": False, "position_features": 4}))
+    preset.write_text(
+        json.dumps(
+            {**fields, "sigma_data": 0.1, "skip_scale": 0.2, "output_skip": False, "position_features": 4}
+        )
+    )
     run = tmp_path / "run"
     assert _train(data2, run, "--preset", str(preset), "--init-from", str(path), "--max-steps", "2") == 0
     err = capsys.readouterr().err
-    assert "sigma_data 1.0 -> 0.1, output_skip True -> False" in err and "warm start" in err
+    assert (
+        "sigma_data 1.0 -> 0.1, skip_scale 1.0 -> 0.2, output_skip True -> False" in err
+        and "warm start" in err
+    )
     assert "clip-position projections start fresh" in err
     state = _ckpt(run)
     assert state["model_config"]["sigma_data"] == 0.1 and state["model_config"]["output_skip"] is False
-    assert state["model_config"]["position_features"] == 4
+    assert state["model_config"]["position_features"] == 4 and state["model_config"]["skip_scale"] == 0.2
     assert state["model"]["levels.0.position.weight"].abs().sum() > 0  # trained from zero
     assert all(torch.isfinite(v).all() for v in state["model"].values())
     assert not torch.equal(state["model"]["levels.0.downsample.weight"], source["levels.0.downsample.weight"])

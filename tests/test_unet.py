@@ -219,6 +219,12 @@ def test_sigma_data_must_be_a_positive_number(value: object) -> None:
         ModelConfig(sigma_data=value)
 
 
+@pytest.mark.parametrize("value", [0.0, -0.1, 1.5, float("nan"), float("inf"), "0.1", True])
+def test_skip_scale_must_be_a_number_in_zero_to_one(value: object) -> None:
+    with pytest.raises(ValueError, match="skip_scale must be a number in"):
+        ModelConfig(skip_scale=value)
+
+
 def test_output_skip_must_be_a_boolean(tmp_path) -> None:
     preset = tmp_path / "p.json"
     preset.write_text(json.dumps({"output_skip": "false"}))  # a string would be truthy

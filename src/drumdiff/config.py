@@ -49,6 +49,10 @@ class ModelConfig:
     # Level 0's skip adds the network's input to its output (the original's); False: the output is only
     # the modulated last convolution, so a silent stretch needs no exact cancellation of the input noise.
     output_skip: bool = True
+    # The clip scale, in units of sigma_data, that the preconditioning's skip assumes (`drumdiff.diffusion`):
+    # 1 is Karras et al.'s; below 1 the network predicts more of the clip and less of the input noise, so a
+    # silent stretch at low noise no longer asks for an exact copy of that noise.
+    skip_scale: float = 1.0
     # Sinusoids of each sample's position in the clip (from its start), this many, added at every level
     # (0: none, the original's translation-equivariant network, which cannot tell a tail from an attack
     # in pure noise). Even: a sine and a cosine per frequency.
@@ -70,6 +74,9 @@ class ModelConfig:
         number = isinstance(self.sigma_data, (int, float)) and not isinstance(self.sigma_data, bool)
         if not (number and math.isfinite(self.sigma_data) and self.sigma_data > 0):
             raise ValueError(f"sigma_data must be a positive number, got {self.sigma_data!r}")
+        number = isinstance(self.skip_scale, (int, float)) and not isinstance(self.skip_scale, bool)
+        if not (number and 0 < self.skip_scale <= 1):
+            raise ValueError(f"skip_scale must be a number in (0, 1], got {self.skip_scale!r}")
         if not isinstance(self.output_skip, bool):
             raise ValueError(f"output_skip must be true or false, got {self.output_skip!r}")
         count = self.position_features

@@ -12,6 +12,15 @@ y_t. This is the preconditioning of Karras et al. 2022 ("Elucidating the design 
 generative models") with their sigma_data = d: the network's error reaches x0 times d sigma' instead of
 sigma, so a model of quiet data (drums: RMS about 0.1) no longer needs 0.1% precision at high noise to
 keep a tail silent. d = 1 is the plain v-parameterisation above, computed exactly as before.
+
+`ModelConfig.skip_scale` k (in (0, 1]) is the clip scale, in units of d, that the preconditioning's skip
+assumes: x0_hat / d = k^2 alpha' / D^2 y_t - k sigma' / D o, D^2 = sigma'^2 + k^2 alpha'^2, and the network
+predicts o = (k / D) (alpha' eps - sigma' y0 / k^2) (Karras et al.'s c_skip and c_out with their sigma_data = k
+on the scaled clip). k = 1 is the v above, exactly. A smaller k moves the network from predicting the noise
+towards predicting the clip: once the noise is above k, a silent stretch asks for o near 0, where at k = 1 it
+asks for an exact copy of the input noise, whose every error is left in the tail. The loss weights o's error
+by (k / D)^2, so every k trains on the same x0 error at every noise level; only what the network outputs
+differs.
 """
 
 from __future__ import annotations
@@ -46,6 +55,13 @@ def scaled_alpha_sigma(t: Tensor, sigma_data: float) -> tuple[Tensor, Tensor, Te
     return sigma_data * alpha * c_in, sigma * c_in, c_in
 
 
+def skip_gain(alpha: Tensor, sigma: Tensor, skip_scale: float) -> Tensor | float:
+    """k / D of the module docstring for the scaled alpha', sigma': 1 (exactly) when skip_scale is 1."""
+    if skip_scale == 1.0:
+        return 1.0
+    return skip_scale * torch.rsqrt(sigma.square() + (skip_scale * alpha).square())
+
+
 def log_snr(t: Tensor) -> Tensor:
     """lambda(t) = log(alpha / sigma); +inf at t = 0, -inf at t = 1."""
     alpha, sigma = alpha_sigma(t)
@@ -70,10 +86,15 @@ def add_noise(x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
     return alpha * x0 + sigma * noise
 
 
-def v_target(x0: Tensor, noise: Tensor, t: Tensor, *, sigma_data: float = 1.0) -> Tensor:
-    """v = alpha eps - sigma x0 (in units of `sigma_data`: alpha' eps - sigma' x0 / sigma_data)."""
+def v_target(
+    x0: Tensor, noise: Tensor, t: Tensor, *, sigma_data: float = 1.0, skip_scale: float = 1.0
+) -> Tensor:
+    """v = alpha eps - sigma x0 (in units of `sigma_data`: alpha' eps - sigma' x0 / sigma_data; with
+    `skip_scale` k != 1, the o of the module docstring)."""
     alpha, sigma, _ = scaled_alpha_sigma(_expand(t, x0), sigma_data)
-    return alpha * noise - sigma * (x0 / sigma_data)  # / 1.0 is exact: the plain v, bit for bit
+    gain = skip_gain(alpha, sigma, skip_scale)
+    # / 1.0 and * 1.0 are exact: the plain v, bit for bit
+    return gain * (alpha * noise - sigma * (x0 / sigma_data / skip_scale**2))
 
 
 def net_input(x_t: Tensor, t: Tensor, *, sigma_data: float = 1.0) -> Tensor:
@@ -82,9 +103,15 @@ def net_input(x_t: Tensor, t: Tensor, *, sigma_data: float = 1.0) -> Tensor:
     return x_t if c_in is None else c_in * x_t
 
 
-def x0_from_v(x_t: Tensor, v: Tensor, t: Tensor, *, sigma_data: float = 1.0) -> Tensor:
-    """x0_hat = alpha x_t - sigma v_hat (for sigma_data != 1: sigma_data (alpha' y_t - sigma' v_hat))."""
+def x0_from_v(
+    x_t: Tensor, v: Tensor, t: Tensor, *, sigma_data: float = 1.0, skip_scale: float = 1.0
+) -> Tensor:
+    """x0_hat = alpha x_t - sigma v_hat (for sigma_data != 1: sigma_data (alpha' y_t - sigma' v_hat); with
+    `skip_scale` k != 1: sigma_data (g^2 alpha' y_t - g sigma' v_hat), g = k / D of the module docstring)."""
     alpha, sigma, c_in = scaled_alpha_sigma(_expand(t, x_t), sigma_data)
+    if skip_scale != 1.0:
+        gain = skip_gain(alpha, sigma, skip_scale)
+        alpha, sigma = gain.square() * alpha, gain * sigma
     if c_in is None:
         return alpha * x_t - sigma * v
     return sigma_data * (alpha * c_in * x_t - sigma * v)
@@ -115,14 +142,19 @@ def v_loss(
     class_id: Tensor | None = None,
     weight: Tensor | None = None,
     sigma_data: float = 1.0,
+    skip_scale: float = 1.0,
 ) -> Tensor:
     """Per-example mean squared error of the v-prediction, shape [B]; `weight` ([B, 1, T] or [B, C, T])
-    weights each sample's squared error (see `quiet_weights`); `sigma_data` is the model's
-    (`ModelConfig.sigma_data`, the module docstring)."""
+    weights each sample's squared error (see `quiet_weights`); `sigma_data` and `skip_scale` are the model's
+    (`ModelConfig`, the module docstring: with skip_scale k != 1 the error of o, times (k / D)^2, which is
+    the error of the v that its x0 estimate implies)."""
     x_t = add_noise(x0, noise, t)  # (B, C, T)
     v_hat = net(net_input(x_t, t, sigma_data=sigma_data), t, class_id=class_id)
-    target = v_target(x0, noise, t, sigma_data=sigma_data)
+    target = v_target(x0, noise, t, sigma_data=sigma_data, skip_scale=skip_scale)
     error = (v_hat.float() - target.float()).pow(2)
+    if skip_scale != 1.0:
+        alpha, sigma, _ = scaled_alpha_sigma(_expand(t, x0), sigma_data)
+        error = error * skip_gain(alpha, sigma, skip_scale).float().square()
     if weight is not None:
         error = error * weight
     return error.flatten(1).mean(1)
@@ -161,10 +193,11 @@ def make_denoiser(
     null_class: int | None = None,
     interval: tuple[float, float] = (0.0, 1.0),
     sigma_data: float = 1.0,
+    skip_scale: float = 1.0,
 ) -> Denoiser:
     """Wrap a v-predicting network as x0_hat = D(x_t, t), with classifier-free guidance.
 
-    `sigma_data` is the model's (`ModelConfig.sigma_data`): the units of its input and of its v.
+    `sigma_data` and `skip_scale` are the model's (`ModelConfig`): the units of its input and of its v.
 
     guidance 1.0 is the plain conditional model; > 1 pushes away from the unconditional (null-class)
     prediction, v = v_null + g (v_class - v_null), at the times low < t <= high of `interval` (elsewhere the
@@ -187,6 +220,6 @@ def make_denoiser(
             )
             v_class, v_null = v_both.chunk(2)
             v = v_null + guidance * (v_class - v_null)
-        return x0_from_v(x_t, v.to(x_t.dtype), t_batch, sigma_data=sigma_data)
+        return x0_from_v(x_t, v.to(x_t.dtype), t_batch, sigma_data=sigma_data, skip_scale=skip_scale)
 
     return denoise

@@ -403,7 +403,9 @@ class DrumPipeline:
         guidance = self.guidance_for(class_name, options)
         class_id = self._class_id(class_name)
         if class_id is None:
-            return make_denoiser(self.net, sigma_data=self.config.sigma_data)
+            return make_denoiser(
+                self.net, sigma_data=self.config.sigma_data, skip_scale=self.config.skip_scale
+            )
         ids = torch.full((batch,), class_id, dtype=torch.long, device=self.device)
         return make_denoiser(
             self.net,
@@ -412,6 +414,7 @@ class DrumPipeline:
             null_class=self.config.num_classes,
             interval=options.guidance_interval,
             sigma_data=self.config.sigma_data,
+            skip_scale=self.config.skip_scale,
         )
 
     def resolve_class(self, class_name: str | None) -> str | None:

@@ -160,6 +160,7 @@ class DiffusionTrainer(pl.LightningModule):
                 log_snr_shift=cfg.log_snr_shift,
                 quiet_weight=cfg.quiet_weight,
                 sigma_data=self.model_config.sigma_data,
+                skip_scale=self.model_config.skip_scale,
             )
         )
         finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss.detach())), all=True)
@@ -248,6 +249,7 @@ class DiffusionTrainer(pl.LightningModule):
             conditional=self.model_config.conditional,
             device=self.device,
             sigma_data=self.model_config.sigma_data,
+            skip_scale=self.model_config.skip_scale,
         )
 
     def validate_now(self) -> None:

@@ -388,7 +388,7 @@ def _init_weights(
     net.load_state_dict(state, strict=False)
     units = [
         f"{name} {getattr(loaded.config, name)} -> {getattr(model_config, name)}"
-        for name in ("sigma_data", "output_skip")
+        for name in ("sigma_data", "skip_scale", "output_skip")
         if getattr(loaded.config, name) != getattr(model_config, name)
     ]
     if fresh_positions and model_config.position_features:

@@ -70,6 +70,7 @@ def batch_loss(
     log_snr_shift: float = 0.0,
     quiet_weight: float = 1.0,
     sigma_data: float = 1.0,
+    skip_scale: float = 1.0,
 ) -> Tensor:
     """Mean (weighted) v-loss of a training batch (audio, class, noise, t, drop) from `TrainItems`.
 
@@ -80,8 +81,8 @@ def batch_loss(
     Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting Strategy", for v-prediction).
     `quiet_weight` > 1 weights, within each clip, the squared error of samples where the clean clip is
     quiet, up to that factor (`drumdiff.diffusion.quiet_weights`): the tails of one-shots, where leftover
-    noise is heard as hiss (normalised to mean 1 over the batch). `sigma_data` is the model's
-    (`ModelConfig.sigma_data`): the loss is on its v, in its units.
+    noise is heard as hiss (normalised to mean 1 over the batch). `sigma_data` and `skip_scale` are the
+    model's (`ModelConfig`): the loss is on its v, in its units.
     """
     audio, class_index, noise, t, drop = batch  # (B, C, T), (B,), (B, C, T), (B,), (B,)
     class_id = None
@@ -93,7 +94,9 @@ def batch_loss(
     if quiet_weight != 1.0:  # mean 1 over the batch: the loss keeps the scale gradient clipping is set for
         weight = quiet_weights(audio, quiet_weight)
         weight = weight / weight.mean()
-    loss = v_loss(net, audio, noise, t, class_id=class_id, weight=weight, sigma_data=sigma_data)  # (B,)
+    loss = v_loss(
+        net, audio, noise, t, class_id=class_id, weight=weight, sigma_data=sigma_data, skip_scale=skip_scale
+    )  # (B,)
     if loss_weight == "min-snr":
         alpha, sigma = alpha_sigma(t.float())
         loss = loss * torch.minimum(alpha.pow(2), min_snr_gamma * sigma.pow(2))
@@ -199,10 +202,11 @@ def validation_loss(
     conditional: bool,
     device: torch.device,
     sigma_data: float = 1.0,
+    skip_scale: float = 1.0,
 ) -> float:
     """Mean v-loss over the first `items` clips x the fixed t grid VAL_T, noise fixed per clip (fp32).
 
-    Always the plain v's error (the x0 estimate's error / sigma), whatever the model's `sigma_data`, so that
+    Always the plain v's error (the x0 estimate's error / sigma), whatever the model's units, so that
     models of different units compare on one scale.
     """
     was_training = net.training
@@ -223,7 +227,13 @@ def validation_loss(
             t = torch.full((len(rows),), t_value, device=device)
             with torch.autocast(device.type, enabled=False):
                 loss = v_loss(
-                    net, audio, noise, t, class_id=classes if conditional else None, sigma_data=sigma_data
+                    net,
+                    audio,
+                    noise,
+                    t,
+                    class_id=classes if conditional else None,
+                    sigma_data=sigma_data,
+                    skip_scale=skip_scale,
                 )
             total += float((loss * v_error_gain(t, sigma_data).square()).sum())
             n += len(rows)
