@@ -69,7 +69,7 @@ main() {
     "$PYTHON" "$HERE/gpu_bundle.py" "$FOLDER" "$WORK/data" || return 2
     echo "unpacked at +$(($(date +%s) - START)) s"
 
-    local init=(--preset small-edm) init_file
+    local init=(--preset small-edm-pos-skip) init_file
     # pack.json's init.file, from FOLDER: init.safetensors, or a file of the checkout that travels anyway
     init_file=$("$PYTHON" -c 'import json, sys; print((json.load(open(sys.argv[1])).get("init") or {}).get("file", ""))' \
         "$FOLDER/pack.json")

@@ -235,6 +235,7 @@ def test_output_skip_must_be_a_boolean(tmp_path) -> None:
 def test_a_preset_takes_its_base_fields_and_replaces_its_own(tmp_path) -> None:
     assert load_preset("small-edm") == load_preset("small").replace(sigma_data=0.1, output_skip=False)
     assert load_preset("small-edm-pos") == load_preset("small-edm").replace(position_features=16)
+    assert load_preset("small-edm-pos-skip") == load_preset("small-edm-pos").replace(skip_scale=0.1)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "wide.json").write_text(json.dumps({"base": "tiny", "modulation_features": 64}))
     # A file's base path is relative to the file, not to the working directory.
