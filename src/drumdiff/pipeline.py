@@ -402,11 +402,9 @@ class DrumPipeline:
     def _denoiser(self, class_name: str | None, options: SamplingOptions, *, batch: int):
         guidance = self.guidance_for(class_name, options)
         class_id = self._class_id(class_name)
-        if class_id is None:
-            return make_denoiser(
-                self.net, sigma_data=self.config.sigma_data, skip_scale=self.config.skip_scale
-            )
-        ids = torch.full((batch,), class_id, dtype=torch.long, device=self.device)
+        ids = None  # no class: the plain network (make_denoiser guides only with a class)
+        if class_id is not None:
+            ids = torch.full((batch,), class_id, dtype=torch.long, device=self.device)
         return make_denoiser(
             self.net,
             class_id=ids,
